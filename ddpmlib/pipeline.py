@@ -1,0 +1,119 @@
+"""A trained model together with its noise schedule: the three-line way to sample.
+
+    from ddpmlib.pipeline import load_pipeline
+    pipe = load_pipeline("checkpoints/mnist")                       # the shipped model
+    images = pipe.generate(labels=range(10), sampler="ddim", steps=50, guidance_scale=2.0, seed=0)
+
+``images`` is a (B, 1, 28, 28) tensor in [-1, 1]; ``ddpmlib.plotting.save_grid`` writes it as a PNG.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator
+
+import torch
+
+from .checkpoint import CheckpointError, load_weights, read_config, read_tensors
+from .samplers import make_sampler, sample_iter
+from .schedules import NoiseSchedule
+from .unet import UNet, UNetConfig
+
+# ``checkpoints/mnist`` in the repository: the model trained on the CPU and shipped with the project
+SHIPPED_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "mnist")
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA, then Apple MPS, then the CPU."""
+    if device is not None and str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class DDPMPipeline:
+    def __init__(self, model: UNet, schedule: NoiseSchedule, prediction_type: str = "eps", config: dict | None = None):
+        self.model = model.eval()
+        self.schedule = schedule
+        self.prediction_type = prediction_type
+        self.config = config or {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def T(self) -> int:
+        return self.schedule.T
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.config.num_classes
+
+    def _check(self, labels) -> torch.Tensor:
+        labels = torch.as_tensor(list(labels) if not isinstance(labels, torch.Tensor) else labels, dtype=torch.long)
+        if labels.ndim != 1 or len(labels) == 0:
+            raise ValueError("labels must be a non-empty list of class indices")
+        bad = labels[(labels < 0) | (labels > self.num_classes)]
+        if len(bad):
+            raise ValueError(
+                f"class {int(bad[0])} is out of range: this model knows classes 0..{self.num_classes - 1} "
+                f"(and {self.num_classes} for 'no class')"
+            )
+        return labels
+
+    def generate_iter(
+        self,
+        labels: Iterable[int],
+        sampler: str = "ddim",
+        steps: int = 50,
+        guidance_scale: float = 0.0,
+        eta: float = 0.0,
+        variance: str = "beta_tilde",
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        x_start: torch.Tensor | None = None,
+        t_start: int | None = None,
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Yield ``(t, x_t, pred_x0)`` after every sampling step; see ``ddpmlib.samplers.sample_iter``."""
+        labels = self._check(labels)
+        s = make_sampler(sampler, self.schedule, None, eta=eta, variance=variance, prediction_type=self.prediction_type)
+        s.set_timesteps(steps, t_start)
+        if generator is None:
+            generator = torch.Generator(self.device)
+            generator.manual_seed(0 if seed is None else int(seed))
+        cfg = self.model.config
+        shape = (len(labels), cfg.image_channels, cfg.image_size, cfg.image_size)
+        yield from sample_iter(self.model, s, shape, labels.to(self.device), guidance_scale, generator, x_start)
+
+    def generate(self, labels: Iterable[int], **kwargs) -> torch.Tensor:
+        """Samples (B, C, H, W) in [-1, 1] for the given labels; keyword arguments as in ``generate_iter``."""
+        x = None
+        for _, x, _ in self.generate_iter(labels, **kwargs):
+            pass
+        return x.clamp(-1, 1)
+
+
+def build_pipeline(config: dict, tensors: dict[str, torch.Tensor], source: str = "checkpoint", use_ema: bool = True,
+                   device=None) -> DDPMPipeline:
+    try:
+        model_cfg = UNetConfig(**config["model"])
+        diffusion = config["diffusion"]
+        schedule = NoiseSchedule.from_name(diffusion.get("schedule", "linear"), int(diffusion.get("T", 1000)))
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"the config in {source} does not describe a valid model: {e}") from None
+    model = UNet(model_cfg)
+    prefix = "ema" if use_ema or not any(k.startswith("model.") for k in tensors) else "model"
+    load_weights(model, tensors, prefix, source)
+    model.to(pick_device(device))
+    return DDPMPipeline(model, schedule, diffusion.get("prediction_type", "eps"), config)
+
+
+def load_pipeline(path: str | os.PathLike = SHIPPED_CHECKPOINT, device=None, use_ema: bool = True) -> DDPMPipeline:
+    """Load a checkpoint directory (default: the shipped model) for sampling, on ``device`` (default: auto)."""
+    config = read_config(path)
+    tensors = read_tensors(os.path.join(path, "model.safetensors"))
+    return build_pipeline(config, tensors, str(path), use_ema, device)

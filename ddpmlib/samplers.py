@@ -1,0 +1,244 @@
+"""Samplers: turn a noise predictor into images by running the reverse process.
+
+Samplers hold no network. The interface (as in widely used diffusion libraries):
+
+    sampler.set_timesteps(n)                         # choose n of the T training steps
+    for t in sampler.timesteps:                      # descending tensor indices, T-1 first
+        eps = model(x, t, y)
+        x, x0_pred = sampler.step(eps, t, x, generator)
+
+``sample()`` below is that loop, plus labels, classifier-free guidance and a per-step callback.
+
+Strided sampling (n < T) uses the sub-sequence tau = (tau_n > ... > tau_1) of tensor indices chosen
+by ``set_timesteps`` and the respaced process whose cumulative products are alpha_bar_{tau_i}
+(Nichol & Dhariwal 2021, Sec. 4; Song et al. 2021, Sec. 4.2). Every step uses the pair
+(alpha_bar_t, alpha_bar_prev) of the current step t and the next one in the sequence (or 1 after
+the last), so full and strided sampling share one formula.
+
+Guidance convention (classifier-free guidance, Ho & Salimans 2022, Eq. 6):
+
+    eps_guided = (1 + w) * eps(x_t, t, y) - w * eps(x_t, t, null)
+
+w = 0 is the plain conditional model. Other code writes eps_u + s * (eps_c - eps_u) with a scale s;
+the two agree when s = 1 + w (so s = 1 means no guidance there, w = 0 here).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, NamedTuple
+
+import numpy as np
+import torch
+
+from .diffusion import PREDICTION_TYPES, model_output_to_x0_eps
+from .schedules import NoiseSchedule
+
+SAMPLERS = ("ddpm", "ddim")
+
+
+class StepOutput(NamedTuple):
+    prev_sample: torch.Tensor  # x_{t_prev}
+    pred_x0: torch.Tensor  # the model's estimate of x_0 at this step
+
+
+class Sampler:
+    """Common part of DDPM and DDIM: timestep selection and conversion of model outputs."""
+
+    def __init__(self, schedule: NoiseSchedule, prediction_type: str = "eps", clip_x0: bool = True):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"unknown prediction_type {prediction_type!r}; choose one of {PREDICTION_TYPES}")
+        self.schedule = schedule
+        self.prediction_type = prediction_type
+        self.clip_x0 = clip_x0  # clamp predicted x_0 to the data range [-1, 1]
+        self.set_timesteps(schedule.T)
+
+    def set_timesteps(self, num_steps: int, t_start: int | None = None) -> None:
+        """Use ``num_steps`` timesteps, evenly spaced from ``t_start`` (default T-1, pure noise) down to 0.
+
+        The first step is always t_start and the last is always 0 (paper t = 1), so no step of the
+        chain is dropped at either end. ``t_start < T-1`` starts from a partly noised image (SDEdit).
+        """
+        T = self.schedule.T
+        t_start = T - 1 if t_start is None else t_start
+        if isinstance(t_start, bool) or not isinstance(t_start, (int, np.integer)) or not 0 <= t_start <= T - 1:
+            raise ValueError(f"t_start must be an integer in [0, {T - 1}], got {t_start!r}")
+        if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
+            raise ValueError(f"the number of sampling steps must be an integer, got {num_steps!r}")
+        if not 1 <= num_steps <= t_start + 1:
+            raise ValueError(
+                f"the number of sampling steps must be between 1 and {t_start + 1} "
+                f"(the model was trained with T={T} steps), got {num_steps}"
+            )
+        if num_steps == 1:
+            steps = np.array([t_start])
+        else:
+            steps = np.round(np.linspace(t_start, 0, num_steps)).astype(np.int64)
+        self.timesteps = torch.from_numpy(steps)
+        self.num_steps = int(num_steps)
+        prev = list(steps[1:]) + [-1]
+        self._prev = {int(t): int(p) for t, p in zip(steps, prev)}
+
+    def _alpha_bars(self, t: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        t = int(t)
+        if t not in self._prev:
+            raise ValueError(f"timestep {t} is not one of this sampler's timesteps; call set_timesteps first")
+        prev = self._prev[t]
+        ab = self.schedule.float64["alpha_bars"]
+        ab_t = ab[t]
+        ab_prev = ab[prev] if prev >= 0 else torch.ones((), dtype=torch.float64)
+        return ab_t.to(x.dtype), ab_prev.to(x.dtype), prev
+
+    def _x0_eps(self, model_output: torch.Tensor, t: int, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted x_0 and eps; with clipping, eps is recomputed from the clipped x_0 (consistent pair)."""
+        tt = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
+        x0, eps = model_output_to_x0_eps(self.schedule, model_output, x_t, tt, self.prediction_type)
+        if self.clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+            ab = self.schedule.float64["alpha_bars"][int(t)].to(x_t.dtype)
+            eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+        return x0, eps
+
+    @staticmethod
+    def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+class DDPMSampler(Sampler):
+    """Ancestral sampling, Algorithm 2 of Ho et al. (2020):
+    x_{t-1} = mu_tilde_t(x_t, x0_pred) + sigma_t z, z ~ N(0, I), and no noise at the last step.
+
+    ``variance="beta"`` uses sigma_t^2 = beta_t and ``variance="beta_tilde"`` (default) uses the
+    posterior variance beta_tilde_t (Sec. 3.2); for strided steps both use the respaced betas
+    beta_t' = 1 - alpha_bar_t / alpha_bar_prev.
+    """
+
+    def __init__(self, schedule: NoiseSchedule, variance: str = "beta_tilde", **kwargs):
+        if variance not in ("beta", "beta_tilde"):
+            raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {variance!r}")
+        self.variance = variance
+        super().__init__(schedule, **kwargs)
+
+    def step(
+        self, model_output: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None = None
+    ) -> StepOutput:
+        # 1. alpha_bar of this step and the next, and the (respaced) beta_t, alpha_t
+        ab_t, ab_prev, prev = self._alpha_bars(t, x_t)
+        beta_t = 1 - ab_t / ab_prev
+        alpha_t = 1 - beta_t
+        # 2. predicted x_0 (Eq. 15), clipped to [-1, 1]
+        x0, _ = self._x0_eps(model_output, t, x_t)
+        # 3. posterior mean mu_tilde_t(x_t, x_0) (Eq. 7)
+        mean = (ab_prev.sqrt() * beta_t / (1 - ab_t)) * x0 + (alpha_t.sqrt() * (1 - ab_prev) / (1 - ab_t)) * x_t
+        if prev < 0:  # the last step returns the mean (Algorithm 2: z = 0 when t = 1)
+            return StepOutput(mean, x0)
+        # 4. add noise with variance sigma_t^2
+        var = beta_t if self.variance == "beta" else beta_t * (1 - ab_prev) / (1 - ab_t)
+        return StepOutput(mean + var.sqrt() * self._noise(x_t, generator), x0)
+
+
+class DDIMSampler(Sampler):
+    """DDIM, Song et al. (2021), Eq. 12:
+    x_prev = sqrt(alpha_bar_prev) x0_pred + sqrt(1 - alpha_bar_prev - sigma^2) eps_pred + sigma z,
+    sigma = eta * sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * sqrt(1 - alpha_bar_t / alpha_bar_prev) (Eq. 16).
+
+    eta = 0 is deterministic; eta = 1 over all T steps is DDPM with sigma_t^2 = beta_tilde_t.
+    """
+
+    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, **kwargs):
+        if not 0.0 <= float(eta) <= 1.0:
+            raise ValueError(f"eta must be between 0 and 1, got {eta!r}")
+        self.eta = float(eta)
+        super().__init__(schedule, **kwargs)
+
+    def step(
+        self, model_output: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None = None
+    ) -> StepOutput:
+        # 1. alpha_bar of this step and the next
+        ab_t, ab_prev, prev = self._alpha_bars(t, x_t)
+        # 2. predicted x_0 and the eps consistent with it
+        x0, eps = self._x0_eps(model_output, t, x_t)
+        # 3. sigma_t(eta), Eq. 16
+        var = self.eta**2 * (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
+        # 4. Eq. 12: point back towards x_t, plus fresh noise
+        prev_sample = ab_prev.sqrt() * x0 + (1 - ab_prev - var).clamp(min=0).sqrt() * eps
+        if prev >= 0 and self.eta > 0:
+            prev_sample = prev_sample + var.sqrt() * self._noise(x_t, generator)
+        return StepOutput(prev_sample, x0)
+
+
+def make_sampler(name: str, schedule: NoiseSchedule, num_steps: int | None = None, **kwargs) -> Sampler:
+    """``make_sampler("ddim", schedule, 50, eta=0.0)``; ``num_steps`` defaults to T."""
+    if name == "ddpm":
+        kwargs.pop("eta", None)
+        sampler = DDPMSampler(schedule, **kwargs)
+    elif name == "ddim":
+        kwargs.pop("variance", None)
+        sampler = DDIMSampler(schedule, **kwargs)
+    else:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    if num_steps is not None:
+        sampler.set_timesteps(num_steps)
+    return sampler
+
+
+def guided_model_output(
+    model: Callable, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance_scale: float, null_label: int
+) -> torch.Tensor:
+    """(1 + w) eps(x, t, y) - w eps(x, t, null) with w = ``guidance_scale``; one batched forward pass."""
+    if labels is None or guidance_scale == 0:
+        return model(x, t, labels)
+    null = torch.full_like(labels, null_label)
+    out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
+    cond, uncond = out.chunk(2)
+    return (1 + guidance_scale) * cond - guidance_scale * uncond
+
+
+@torch.no_grad()
+def sample_iter(
+    model: Callable,
+    sampler: Sampler,
+    shape: tuple[int, ...],
+    labels: torch.Tensor | None = None,
+    guidance_scale: float = 0.0,
+    generator: torch.Generator | None = None,
+    x_start: torch.Tensor | None = None,
+    null_label: int | None = None,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Run the reverse process and yield ``(t, x_prev, pred_x0)`` after every step.
+
+    ``x_start`` replaces the initial noise x_T (for example a noised drawing, with
+    ``sampler.set_timesteps(n, t_start)``). ``labels`` (B,) of ints; None means unconditional.
+    """
+    device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")
+    if null_label is None:
+        null_label = getattr(model, "null_label", None)
+    if guidance_scale and null_label is None:
+        raise ValueError("guidance needs a model with a null label")
+    if guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+    if x_start is None:
+        x = torch.randn(shape, generator=generator, device=device)
+    else:
+        x = x_start.to(device)
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+        if labels.shape != (shape[0],):
+            raise ValueError(f"labels must have shape ({shape[0]},), got {tuple(labels.shape)}")
+    for t in sampler.timesteps.tolist():
+        tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
+        out = guided_model_output(model, x, tt, labels, guidance_scale, null_label)
+        x, x0 = sampler.step(out, t, x, generator=generator)
+        yield t, x, x0
+
+
+def sample(model, sampler, shape, labels=None, guidance_scale=0.0, generator=None, x_start=None, callback=None):
+    """Run ``sample_iter`` to the end and return x_0 (B, C, H, W) in [-1, 1] (clamped).
+
+    ``callback(i, t, x_t, pred_x0)``, if given, is called after every step i (0-based), for example to
+    record the denoising trajectory.
+    """
+    x = None
+    for i, (t, x, x0) in enumerate(sample_iter(model, sampler, shape, labels, guidance_scale, generator, x_start)):
+        if callback is not None:
+            callback(i, t, x, x0)
+    return x.clamp(-1, 1)

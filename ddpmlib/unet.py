@@ -1,0 +1,217 @@
+"""A small class-conditional U-Net that predicts the noise eps_theta(x_t, t, y).
+
+Architecture (Ho et al. 2020, Appendix B, scaled down): a stack of ResNet blocks with GroupNorm and
+SiLU at each resolution, strided-convolution downsampling, nearest-neighbour upsampling, skip
+connections from every block on the way down to the way up, and self-attention at chosen resolutions.
+The timestep enters every ResNet block through an embedding, and so does the class label:
+label ``num_classes`` is the extra "null" label used for classifier-free guidance
+(Ho & Salimans 2022), so one network gives both eps(x_t, t, y) and eps(x_t, t, null).
+
+``UNetConfig`` fully describes the network; checkpoints store it as JSON and rebuild with
+``UNet(UNetConfig(**d))``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .schedules import make_betas
+
+
+@dataclass
+class UNetConfig:
+    image_channels: int = 1
+    image_size: int = 28
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)  # one entry per resolution: 28 -> 14 -> 7
+    num_res_blocks: int = 1  # ResNet blocks per resolution (the way up has one more)
+    attention_resolutions: tuple[int, ...] = (7,)  # feature-map sizes that get self-attention
+    num_heads: int = 4
+    dropout: float = 0.1
+    groups: int = 8  # GroupNorm groups
+    num_classes: int = 10  # labels 0..num_classes-1; label num_classes is the null label
+    time_embedding: str = "sinusoidal"  # or "scalar": the features (t/T, beta_t, alpha_bar_t)
+    num_timesteps: int = 1000  # T, used by the scalar features
+    schedule: str = "linear"  # used by the scalar features
+    extra: dict = field(default_factory=dict)  # free-form notes; ignored by the network
+
+    def __post_init__(self):
+        self.channel_mults = tuple(self.channel_mults)
+        self.attention_resolutions = tuple(self.attention_resolutions)
+        if self.time_embedding not in ("sinusoidal", "scalar"):
+            raise ValueError(f"time_embedding must be 'sinusoidal' or 'scalar', got {self.time_embedding!r}")
+        if self.image_size % 2 ** (len(self.channel_mults) - 1):
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by 2^{len(self.channel_mults) - 1} "
+                f"for {len(self.channel_mults)} resolutions"
+            )
+        for m in self.channel_mults:
+            if (self.base_channels * m) % self.groups:
+                raise ValueError(f"channels {self.base_channels * m} are not divisible by groups={self.groups}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channel_mults"] = list(self.channel_mults)
+        d["attention_resolutions"] = list(self.attention_resolutions)
+        return d
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Transformer position encoding of the timestep (Vaswani et al. 2017, Sec. 3.5), (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]  # (B, half)
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv, add the (time + label) embedding, GroupNorm -> SiLU -> dropout -> conv, + skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, out_ch)
+        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: stabler early training
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(F.silu(emb))[:, :, None, None]  # (B, C, 1, 1) broadcast over H, W
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the H*W positions of a feature map, with a residual connection."""
+
+    def __init__(self, ch: int, groups: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = nn.GroupNorm(groups, ch)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.out = nn.Conv2d(ch, ch, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
+        q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # each (B, heads, HW, C/heads)
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, C/heads)
+        h = h.transpose(-1, -2).reshape(B, C, H, W)
+        return x + self.out(h)
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t, y): input (B, C, H, W), tensor-index timesteps (B,), labels (B,) -> (B, C, H, W)."""
+
+    def __init__(self, config: UNetConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or UNetConfig()
+        ch = cfg.base_channels
+        emb_dim = 4 * ch
+        if cfg.time_embedding == "scalar":
+            # the features (t/T, beta_t, alpha_bar_t) of the paper step t; stored, not trained
+            betas = make_betas(cfg.schedule, cfg.num_timesteps)
+            feats = torch.stack(
+                [torch.arange(1, cfg.num_timesteps + 1) / cfg.num_timesteps, betas, torch.cumprod(1 - betas, 0)], 1
+            )
+            self.register_buffer("time_features", feats.float(), persistent=False)
+            time_in = 3
+        else:
+            time_in = ch
+        self.time_mlp = nn.Sequential(nn.Linear(time_in, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim)  # index num_classes = null label
+        self.null_label = cfg.num_classes
+
+        self.conv_in = nn.Conv2d(cfg.image_channels, ch, 3, padding=1)
+        self.down = nn.ModuleList()
+        skip_chs = [ch]
+        res = cfg.image_size
+        for level, mult in enumerate(cfg.channel_mults):
+            out = cfg.base_channels * mult
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(self._block(ch, out, emb_dim, res))
+                ch = out
+                skip_chs.append(ch)
+            if level < len(cfg.channel_mults) - 1:
+                self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))  # H -> H/2
+                skip_chs.append(ch)
+                res //= 2
+        self.mid = nn.ModuleList([
+            ResBlock(ch, ch, emb_dim, cfg.groups, cfg.dropout),
+            Attention(ch, cfg.groups, cfg.num_heads),
+            ResBlock(ch, ch, emb_dim, cfg.groups, cfg.dropout),
+        ])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mults))):
+            out = cfg.base_channels * mult
+            for _ in range(cfg.num_res_blocks + 1):
+                self.up.append(self._block(ch + skip_chs.pop(), out, emb_dim, res))
+                ch = out
+            if level > 0:
+                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)))
+                res *= 2
+        self.norm_out = nn.GroupNorm(cfg.groups, ch)
+        self.conv_out = nn.Conv2d(ch, cfg.image_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def _block(self, in_ch: int, out_ch: int, emb_dim: int, res: int) -> nn.Module:
+        cfg = self.config
+        block = ResBlock(in_ch, out_ch, emb_dim, cfg.groups, cfg.dropout)
+        if res in cfg.attention_resolutions:
+            return nn.ModuleList([block, Attention(out_ch, cfg.groups, cfg.num_heads)])
+        return nn.ModuleList([block])
+
+    def embed(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """Time embedding plus label embedding, (B,) x (B,) -> (B, 4 * base_channels)."""
+        if self.config.time_embedding == "scalar":
+            temb = self.time_features[t]
+        else:
+            temb = sinusoidal_embedding(t, self.config.base_channels)
+        emb = self.time_mlp(temb)
+        if y is None:
+            y = torch.full_like(t, self.null_label)
+        return emb + self.label_emb(y)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        emb = self.embed(t, y)
+        h = self.conv_in(x)
+        skips = [h]
+        for layer in self.down:
+            h = self._run(layer, h, emb)
+            skips.append(h)
+        h = self.mid[0](h, emb)
+        h = self.mid[1](h)
+        h = self.mid[2](h, emb)
+        for layer in self.up:
+            if isinstance(layer, nn.ModuleList):
+                h = torch.cat([h, skips.pop()], dim=1)  # skip connection: (B, C + C_skip, H, W)
+            h = self._run(layer, h, emb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+    @staticmethod
+    def _run(layer: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if isinstance(layer, nn.ModuleList):  # ResBlock, optionally followed by attention
+            h = layer[0](h, emb)
+            for extra in layer[1:]:
+                h = extra(h)
+            return h
+        return layer(h)  # down- or upsampling
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
