@@ -25,12 +25,13 @@ the two agree when s = 1 + w (so s = 1 means no guidance there, w = 0 here).
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
 
-from .diffusion import PREDICTION_TYPES, model_output_to_x0_eps
+from .diffusion import PREDICTION_TYPES
 from .schedules import NoiseSchedule
 
 SAMPLERS = ("ddpm", "ddim")
@@ -50,6 +51,7 @@ class Sampler:
         self.schedule = schedule
         self.prediction_type = prediction_type
         self.clip_x0 = clip_x0  # clamp predicted x_0 to the data range [-1, 1]
+        self._ab = schedule.float64["alpha_bars"].tolist()  # alpha_bar per tensor index, Python floats
         self.set_timesteps(schedule.T)
 
     def set_timesteps(self, num_steps: int, t_start: int | None = None) -> None:
@@ -78,25 +80,30 @@ class Sampler:
         prev = list(steps[1:]) + [-1]
         self._prev = {int(t): int(p) for t, p in zip(steps, prev)}
 
-    def _alpha_bars(self, t: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _alpha_bars(self, t: int) -> tuple[float, float, int]:
+        """(alpha_bar_t, alpha_bar_prev, prev) for step t, as Python floats (computed in float64)."""
         t = int(t)
         if t not in self._prev:
             raise ValueError(f"timestep {t} is not one of this sampler's timesteps; call set_timesteps first")
         prev = self._prev[t]
-        ab = self.schedule.float64["alpha_bars"]
-        ab_t = ab[t]
-        ab_prev = ab[prev] if prev >= 0 else torch.ones((), dtype=torch.float64)
-        return ab_t.to(x.dtype), ab_prev.to(x.dtype), prev
+        return self._ab[t], (self._ab[prev] if prev >= 0 else 1.0), prev
 
     def _x0_eps(self, model_output: torch.Tensor, t: int, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted x_0 and eps; with clipping, eps is recomputed from the clipped x_0 (consistent pair)."""
-        tt = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
-        x0, eps = model_output_to_x0_eps(self.schedule, model_output, x_t, tt, self.prediction_type)
+        """Predicted x_0 and eps from the model output (Eq. 4 solved for the unknown; v as in Salimans & Ho).
+        With clipping, eps is recomputed from the clipped x_0 so that the pair stays consistent."""
+        ab = self._ab[int(t)]
+        sqrt_ab, sqrt_1m_ab = math.sqrt(ab), math.sqrt(1 - ab)
+        if self.prediction_type == "eps":
+            x0 = (x_t - sqrt_1m_ab * model_output) / sqrt_ab
+        elif self.prediction_type == "x0":
+            x0 = model_output
+        else:  # v
+            x0 = sqrt_ab * x_t - sqrt_1m_ab * model_output
         if self.clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
-            ab = self.schedule.float64["alpha_bars"][int(t)].to(x_t.dtype)
-            eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
-        return x0, eps
+        if self.prediction_type == "eps" and not self.clip_x0:
+            return x0, model_output
+        return x0, (x_t - sqrt_ab * x0) / sqrt_1m_ab
 
     @staticmethod
     def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -122,18 +129,18 @@ class DDPMSampler(Sampler):
         self, model_output: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None = None
     ) -> StepOutput:
         # 1. alpha_bar of this step and the next, and the (respaced) beta_t, alpha_t
-        ab_t, ab_prev, prev = self._alpha_bars(t, x_t)
+        ab_t, ab_prev, prev = self._alpha_bars(t)
         beta_t = 1 - ab_t / ab_prev
         alpha_t = 1 - beta_t
         # 2. predicted x_0 (Eq. 15), clipped to [-1, 1]
         x0, _ = self._x0_eps(model_output, t, x_t)
         # 3. posterior mean mu_tilde_t(x_t, x_0) (Eq. 7)
-        mean = (ab_prev.sqrt() * beta_t / (1 - ab_t)) * x0 + (alpha_t.sqrt() * (1 - ab_prev) / (1 - ab_t)) * x_t
+        mean = (math.sqrt(ab_prev) * beta_t / (1 - ab_t)) * x0 + (math.sqrt(alpha_t) * (1 - ab_prev) / (1 - ab_t)) * x_t
         if prev < 0:  # the last step returns the mean (Algorithm 2: z = 0 when t = 1)
             return StepOutput(mean, x0)
         # 4. add noise with variance sigma_t^2
         var = beta_t if self.variance == "beta" else beta_t * (1 - ab_prev) / (1 - ab_t)
-        return StepOutput(mean + var.sqrt() * self._noise(x_t, generator), x0)
+        return StepOutput(mean + math.sqrt(var) * self._noise(x_t, generator), x0)
 
 
 class DDIMSampler(Sampler):
@@ -154,15 +161,15 @@ class DDIMSampler(Sampler):
         self, model_output: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None = None
     ) -> StepOutput:
         # 1. alpha_bar of this step and the next
-        ab_t, ab_prev, prev = self._alpha_bars(t, x_t)
+        ab_t, ab_prev, prev = self._alpha_bars(t)
         # 2. predicted x_0 and the eps consistent with it
         x0, eps = self._x0_eps(model_output, t, x_t)
         # 3. sigma_t(eta), Eq. 16
         var = self.eta**2 * (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
         # 4. Eq. 12: point back towards x_t, plus fresh noise
-        prev_sample = ab_prev.sqrt() * x0 + (1 - ab_prev - var).clamp(min=0).sqrt() * eps
+        prev_sample = math.sqrt(ab_prev) * x0 + math.sqrt(max(0.0, 1 - ab_prev - var)) * eps
         if prev >= 0 and self.eta > 0:
-            prev_sample = prev_sample + var.sqrt() * self._noise(x_t, generator)
+            prev_sample = prev_sample + math.sqrt(var) * self._noise(x_t, generator)
         return StepOutput(prev_sample, x0)
 
 

@@ -29,16 +29,18 @@ def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> to
     """Linear schedule of Ho et al. (2020), Sec. 4: beta_1 = 1e-4 ... beta_T = 0.02 for T = 1000.
 
     For other T the end points are scaled by 1000 / T (Nichol & Dhariwal 2021, Sec. 3.2) so that
-    alpha_bar_T stays close to zero and the schedule describes the same continuous process.
+    alpha_bar_T stays close to zero and the schedule describes the same continuous process; for very
+    small T (< 50) the scaled betas are clipped at 0.999.
     """
     scale = 1000.0 / T
-    return torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64)
+    return torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64).clamp(max=0.999)
 
 
 def quadratic_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Quadratic schedule: sqrt(beta_t) linear in t, same end points as ``linear_betas``."""
     scale = 1000.0 / T
-    return torch.linspace(math.sqrt(scale * beta_start), math.sqrt(scale * beta_end), T, dtype=torch.float64) ** 2
+    betas = torch.linspace(math.sqrt(scale * beta_start), math.sqrt(scale * beta_end), T, dtype=torch.float64) ** 2
+    return betas.clamp(max=0.999)
 
 
 def _betas_from_alpha_bar(alpha_bar_fn, T: int, max_beta: float) -> torch.Tensor:

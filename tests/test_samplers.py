@@ -1,0 +1,190 @@
+"""Samplers checked against exact noise predictors for data distributions with known answers."""
+
+import pytest
+import torch
+
+from ddpmlib.samplers import DDIMSampler, DDPMSampler, guided_model_output, make_sampler, sample, sample_iter
+from ddpmlib.schedules import NoiseSchedule
+
+T = 1000
+SCHED = NoiseSchedule.from_name("linear", T)
+
+
+class SingleImagePredictor(torch.nn.Module):
+    """The exact eps for data that is one fixed image x*: eps*(x_t, t) = (x_t - sqrt(ab_t) x*) / sqrt(1 - ab_t)."""
+
+    def __init__(self, x_star):
+        super().__init__()
+        self.register_buffer("x_star", x_star)
+        self.dummy = torch.nn.Parameter(torch.zeros(()))  # so sample() can find the device
+
+    def forward(self, x, t, y=None):
+        ab = SCHED.alpha_bars[t].view(-1, 1, 1, 1)
+        return (x - ab.sqrt() * self.x_star) / (1 - ab).sqrt()
+
+
+class GaussianPredictor(torch.nn.Module):
+    """The optimal eps for data x_0 ~ N(mu, s^2 I): since x_t ~ N(sqrt(ab) mu, ab s^2 + 1 - ab),
+    E[eps | x_t] = sqrt(1 - ab) (x_t - sqrt(ab) mu) / (ab s^2 + 1 - ab)."""
+
+    def __init__(self, mu, s):
+        super().__init__()
+        self.mu, self.s = mu, s
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t, y=None):
+        ab = SCHED.alpha_bars[t].view(-1, 1, 1, 1)
+        return (1 - ab).sqrt() * (x - ab.sqrt() * self.mu) / (ab * self.s**2 + 1 - ab)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("steps", [1000, 100, 10, 1])
+def test_ddim_eta0_recovers_single_image(steps):
+    x_star = torch.rand(1, 1, 4, 4, generator=gen(3)) * 2 - 1
+    model = SingleImagePredictor(x_star)
+    sampler = DDIMSampler(SCHED, eta=0.0)
+    sampler.set_timesteps(steps)
+    out = sample(model, sampler, (5, 1, 4, 4), generator=gen())
+    torch.testing.assert_close(out, x_star.expand(5, -1, -1, -1), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+def test_ddpm_recovers_single_image(variance):
+    x_star = torch.rand(1, 1, 4, 4, generator=gen(4)) * 2 - 1
+    sampler = DDPMSampler(SCHED, variance=variance)
+    sampler.set_timesteps(100)
+    out = sample(SingleImagePredictor(x_star), sampler, (3, 1, 4, 4), generator=gen())
+    torch.testing.assert_close(out, x_star.expand(3, -1, -1, -1), atol=1e-4, rtol=0)
+
+
+# Gaussian data N(mu, s^2). With the optimal predictor every sampler step is linear in x, so the exact standard
+# deviation of what a discretised sampler produces follows from a one-line recursion (``expected_std``); full-T
+# sampling must reproduce s itself, while few steps shrink the variance (a real property of the discretisation,
+# strongest for DDIM). 2000 x 4 samples: standard error of the mean ~ s / sqrt(8000) ~ 0.006, of the std ~ 0.8%.
+MU, S = 0.3, 0.5
+
+
+def expected_std(sampler, s):
+    ab_all = SCHED.float64["alpha_bars"].tolist()
+    ts = sampler.timesteps.tolist()
+    var = 1.0  # x_T ~ N(0, 1)
+    for i, t in enumerate(ts):
+        ab, abp, last = ab_all[t], (ab_all[ts[i + 1]] if i + 1 < len(ts) else 1.0), i + 1 == len(ts)
+        v = ab * s * s + 1 - ab  # Var[x_t] under the data distribution
+        k, e = ab**0.5 * s * s / v, (1 - ab) ** 0.5 / v  # centred x0_hat = k x_t, eps_hat = e x_t
+        if isinstance(sampler, DDIMSampler):
+            sig2 = sampler.eta**2 * (1 - abp) / (1 - ab) * (1 - ab / abp)
+            a = abp**0.5 * k + (1 - abp - sig2) ** 0.5 * e
+        else:
+            beta = 1 - ab / abp
+            sig2 = beta if sampler.variance == "beta" else beta * (1 - abp) / (1 - ab)
+            a = abp**0.5 * beta / (1 - ab) * k + (1 - beta) ** 0.5 * (1 - abp) / (1 - ab)
+        var = a * a * var + (0.0 if last else sig2)
+    return var**0.5
+
+
+@pytest.mark.parametrize(
+    "name,steps,kwargs",
+    [
+        ("ddpm", 1000, {"variance": "beta_tilde"}),
+        ("ddpm", 1000, {"variance": "beta"}),
+        ("ddpm", 100, {"variance": "beta_tilde"}),
+        ("ddpm", 100, {"variance": "beta"}),
+        ("ddim", 1000, {"eta": 0.0}),
+        ("ddim", 50, {"eta": 0.0}),
+        ("ddim", 100, {"eta": 1.0}),
+    ],
+)
+def test_samplers_reproduce_gaussian_data(name, steps, kwargs):
+    sampler = make_sampler(name, SCHED, steps, clip_x0=False, **kwargs)
+    # the last x of sample_iter: sample() would clamp to the image range [-1, 1]
+    *_, (_, out, _) = sample_iter(GaussianPredictor(MU, S), sampler, (2000, 1, 2, 2), generator=gen(7))
+    assert out.mean().item() == pytest.approx(MU, abs=0.025)  # 4 standard errors
+    assert out.std().item() == pytest.approx(expected_std(sampler, S), rel=0.03)
+    if steps == SCHED.T:  # the full chain reproduces the data distribution itself
+        assert out.std().item() == pytest.approx(S, rel=0.03)
+    else:  # strided: within 10% of the data's standard deviation
+        assert out.std().item() == pytest.approx(S, rel=0.10)
+
+
+def test_ddim_eta1_equals_ddpm_beta_tilde_over_all_steps():
+    model = GaussianPredictor(MU, S)
+    ddpm = sample(model, DDPMSampler(SCHED, variance="beta_tilde"), (8, 1, 3, 3), generator=gen(11))
+    ddim = sample(model, DDIMSampler(SCHED, eta=1.0), (8, 1, 3, 3), generator=gen(11))
+    torch.testing.assert_close(ddim, ddpm, atol=1e-4, rtol=1e-4)
+
+
+def test_set_timesteps_convention():
+    s = DDIMSampler(SCHED)
+    for n in (1, 2, 7, 50, 999, 1000):
+        s.set_timesteps(n)
+        ts = s.timesteps.tolist()
+        assert len(ts) == n and ts[0] == T - 1, "sampling must start at paper step T (index T-1)"
+        if n > 1:
+            assert ts[-1] == 0, "sampling must end at paper step 1 (index 0)"
+            assert all(a > b for a, b in zip(ts, ts[1:])), "timesteps must be strictly decreasing"
+    s.set_timesteps(1000)
+    assert s.timesteps.tolist() == list(range(999, -1, -1))
+    s.set_timesteps(5, t_start=400)
+    assert s.timesteps.tolist() == [400, 300, 200, 100, 0]
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1001, 2.5, "10", True, None])
+def test_set_timesteps_rejects_invalid_counts(bad):
+    s = DDPMSampler(SCHED)
+    with pytest.raises(ValueError, match="number of sampling steps"):
+        s.set_timesteps(bad)
+
+
+def test_step_rejects_unknown_timestep():
+    s = DDIMSampler(SCHED)
+    s.set_timesteps(10)
+    with pytest.raises(ValueError, match="not one of this sampler's timesteps"):
+        s.step(torch.zeros(1, 1, 2, 2), 500, torch.zeros(1, 1, 2, 2))
+
+
+def test_invalid_sampler_settings():
+    with pytest.raises(ValueError, match="eta"):
+        DDIMSampler(SCHED, eta=1.5)
+    with pytest.raises(ValueError, match="variance"):
+        DDPMSampler(SCHED, variance="learned")
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_sampler("euler", SCHED)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_same_seed_same_samples(name):
+    model = GaussianPredictor(MU, S)
+    kw = {"eta": 0.5} if name == "ddim" else {}
+    a = sample(model, make_sampler(name, SCHED, 20, **kw), (4, 1, 2, 2), generator=gen(5))
+    b = sample(model, make_sampler(name, SCHED, 20, **kw), (4, 1, 2, 2), generator=gen(5))
+    c = sample(model, make_sampler(name, SCHED, 20, **kw), (4, 1, 2, 2), generator=gen(6))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_guidance_formula_and_callback():
+    class Cond(torch.nn.Module):
+        null_label = 10
+
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t, y):
+            return x * 0 + (y.float().view(-1, 1, 1, 1) == 10).float() * 2.0 + 1.0  # eps_c = 1, eps_u = 3
+
+    model = Cond()
+    x, t, y = torch.zeros(2, 1, 2, 2), torch.tensor([5, 5]), torch.tensor([1, 2])
+    assert torch.equal(guided_model_output(model, x, t, y, 0.0, 10), torch.ones(2, 1, 2, 2))
+    # (1 + w) eps_c - w eps_u with w = 2: 3 * 1 - 2 * 3 = -3; in the other convention s = 1 + w = 3: 3 + 3 (1 - 3) = -3
+    assert torch.equal(guided_model_output(model, x, t, y, 2.0, 10), torch.full((2, 1, 2, 2), -3.0))
+    seen = []
+    sample(model, make_sampler("ddim", SCHED, 5), (2, 1, 2, 2), labels=y, guidance_scale=1.0, generator=gen(),
+           callback=lambda i, t, xt, x0: seen.append((i, t, xt.shape, x0.shape)))
+    assert [s[:2] for s in seen] == [(0, 999), (1, 749), (2, 500), (3, 250), (4, 0)]
+    with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
+        sample(model, make_sampler("ddim", SCHED, 5), (2, 1, 2, 2), labels=y, guidance_scale=-1.0)

@@ -1,0 +1,146 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO, tiny_unet_config
+
+from ddpmlib.checkpoint import CheckpointError, read_tensors
+from ddpmlib.data import MNISTNotFoundError, load_mnist
+from ddpmlib.pipeline import load_pipeline
+from ddpmlib.train import export, lr_at, TrainConfig, train
+
+
+def tiny_data(n=32, seed=0):
+    """Two 'classes' of 8x8 images: bright left half or bright right half, in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    x = -torch.ones(n, 1, 8, 8)
+    for i, y in enumerate(labels.tolist()):
+        x[i, :, :, :4] if y == 0 else x[i, :, :, 4:]
+        if y == 0:
+            x[i, :, :, :4] = 1.0
+        else:
+            x[i, :, :, 4:] = 1.0
+    return x + 0.05 * torch.randn(x.shape, generator=g), labels
+
+
+def tiny_config(**train):
+    model = tiny_unet_config(image_size=8, num_classes=2).to_dict()
+    t = dict(batch_size=8, max_steps=40, lr=3e-3, warmup_steps=5, log_every=5, sample_every=0, checkpoint_every=10)
+    t.update(train)
+    return {"model": model, "diffusion": {"schedule": "linear", "T": 50}, "train": t}
+
+
+def read_log(path):
+    lines = (path / "log.csv").read_text().splitlines()[1:]
+    return [float(line.split(",")[1]) for line in lines]
+
+
+def test_training_lowers_the_loss(tmp_path):
+    train(tiny_config(max_steps=150, log_every=10), tmp_path, data=tiny_data(), progress=False)
+    losses = read_log(tmp_path)
+    assert len(losses) == 15
+    assert sum(losses[-3:]) / 3 < 0.6 * sum(losses[:2]) / 2, losses
+
+
+def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
+    data = tiny_data()
+    full = train(tiny_config(), tmp_path / "full", data=data, progress=False)
+    train(tiny_config(), tmp_path / "split", data=data, progress=False, stop_step=20)  # "killed" after step 20
+    assert json.loads((tmp_path / "split" / "checkpoint" / "config.json").read_text())["step"] == 20
+    resumed = train(tiny_config(), tmp_path / "split", data=data, progress=False, resume=True)
+    a, b = read_tensors(full / "model.safetensors"), read_tensors(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert read_log(tmp_path / "full") == read_log(tmp_path / "split")
+
+
+def test_resume_rejects_a_different_model(tmp_path):
+    train(tiny_config(max_steps=10), tmp_path, data=tiny_data(), progress=False)
+    cfg = tiny_config(max_steps=20)
+    cfg["model"]["base_channels"] = 16
+    with pytest.raises(CheckpointError, match="another model"):
+        train(cfg, tmp_path, data=tiny_data(), progress=False, resume=True)
+
+
+def test_nan_loss_stops_without_writing_a_checkpoint(tmp_path):
+    x, y = tiny_data()
+    x[:] = float("nan")
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        train(tiny_config(), tmp_path, data=(x, y), progress=False)
+    assert not (tmp_path / "checkpoint").exists()
+
+
+def test_checkpoint_round_trip_and_export(tmp_path):
+    ckpt = train(tiny_config(max_steps=10), tmp_path, data=tiny_data(), progress=False)
+    pipe = load_pipeline(ckpt, device="cpu")
+    a = pipe.generate([0, 1], sampler="ddim", steps=10, seed=3)
+    b = load_pipeline(ckpt, device="cpu").generate([0, 1], sampler="ddim", steps=10, seed=3)
+    assert torch.equal(a, b) and a.shape == (2, 1, 8, 8)
+    out = export(ckpt, tmp_path / "export")
+    tensors = read_tensors(out / "model.safetensors")
+    assert all(k.startswith("ema.") for k in tensors) and all(v.dtype == torch.float16 for v in tensors.values())
+    c = load_pipeline(out, device="cpu").generate([0, 1], sampler="ddim", steps=10, seed=3)
+    torch.testing.assert_close(c, a, atol=2e-2, rtol=0)  # fp16 weights
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path, tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_pipeline(tmp_path / "nowhere")
+    weights = tiny_checkpoint / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_pipeline(tiny_checkpoint)
+    weights.write_bytes(data)
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    config["model"]["base_channels"] = 16
+    (tiny_checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        load_pipeline(tiny_checkpoint)
+    (tiny_checkpoint / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_pipeline(tiny_checkpoint)
+
+
+def test_pipeline_rejects_bad_labels(tiny_checkpoint):
+    pipe = load_pipeline(tiny_checkpoint, device="cpu")
+    with pytest.raises(ValueError, match="class 11 is out of range"):
+        pipe.generate([1, 11], steps=2)
+    with pytest.raises(ValueError, match="number of sampling steps"):
+        pipe.generate([1], steps=21)
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, max_steps=110, lr_min_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.55)
+    assert lr_at(110, cfg) == pytest.approx(0.1)
+
+
+def test_missing_data_error_names_the_fix(tmp_path):
+    with pytest.raises(MNISTNotFoundError) as e:
+        load_mnist(root=tmp_path, download=False)
+    msg = str(e.value)
+    assert "--data-root" in msg and "DDPM_DATA_ROOT" in msg and "train-images-idx3-ubyte" in msg
+
+
+def test_cli_reports_missing_data_clearly(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "ddpmlib.train", "--out", str(tmp_path / "run"), "--data-root", str(tmp_path),
+         "--set", "train.max_steps=1"],
+        cwd=REPO, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "DDPM_OFFLINE": "1"}, timeout=300,
+    )
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and "--data-root" in r.stderr
+
+
+def test_mnist_loads(mnist_root):
+    x, y = load_mnist(train=False, root=mnist_root, download=False)
+    assert x.shape == (10000, 1, 28, 28) and y.shape == (10000,)
+    assert x.min() == -1 and x.max() == 1
+    assert torch.bincount(y).tolist()[:2] == [980, 1135]
