@@ -224,6 +224,7 @@ def train(raw_config: dict, out_dir: str | os.PathLike, data: tuple[torch.Tensor
     labels = labels.to(dev)
     schedule = NoiseSchedule.from_name(diff_cfg.schedule, diff_cfg.T)
 
+    torch.manual_seed(cfg.seed)  # the initial weights depend only on the seed
     model = UNet(model_cfg).to(dev)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     if channels_last:

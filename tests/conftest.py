@@ -9,7 +9,8 @@ from ddpmlib.unet import UNet, UNetConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# tiny tensors: one thread avoids OpenMP barrier stalls when the machine is busy
+torch.set_num_threads(1)
 
 
 def tiny_unet_config(**kw) -> UNetConfig:
