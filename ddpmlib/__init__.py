@@ -8,6 +8,7 @@ Modules, one concept each:
     data       MNIST loading
     checkpoint safetensors + JSON checkpoints, ``load_pipeline``
     pipeline   a trained model plus its schedule: ``generate(...)`` in one call
+    likelihood the variational bound (ELBO) in bits per dimension
     train      Algorithm 1 (``python -m ddpmlib.train``)
     evaluate   classifier accuracy, Frechet distance, memorisation (``python -m ddpmlib.evaluate``)
 """

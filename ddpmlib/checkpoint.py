@@ -116,7 +116,9 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be truncated or corrupt") from None
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({e}); it may be truncated or corrupt"
+        ) from None
 
 
 def load_weights(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: str) -> None:
@@ -134,7 +136,9 @@ def load_weights(module: torch.nn.Module, tensors: dict[str, torch.Tensor], pref
             details.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
         if wrong:
             k = wrong[0]
-            details.append(f"{len(wrong)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})")
+            details.append(
+                f"{len(wrong)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})"
+            )
         raise CheckpointError(f"{source} does not fit the model described by its config.json: " + "; ".join(details))
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
 

@@ -15,16 +15,20 @@ PREDICTION_TYPES = ("eps", "x0", "v")
 
 
 def q_sample(
-    schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x_0) in closed form (Eq. 4, reparameterised):
     x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,  eps ~ N(0, I)."""
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    return extract(schedule.sqrt_alpha_bars, t, x0.shape) * x0 + extract(
-        schedule.sqrt_one_minus_alpha_bars, t, x0.shape
-    ) * noise
+    return (
+        extract(schedule.sqrt_alpha_bars, t, x0.shape) * x0
+        + extract(schedule.sqrt_one_minus_alpha_bars, t, x0.shape) * noise
+    )
 
 
 def q_step(
@@ -42,9 +46,10 @@ def q_posterior_mean_variance(
     """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) = N(mu_tilde_t, beta_tilde_t I)
     (Eqs. 6-7): mu_tilde_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0
                              + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t."""
-    mean = extract(schedule.posterior_mean_coef1, t, xt.shape) * x0 + extract(
-        schedule.posterior_mean_coef2, t, xt.shape
-    ) * xt
+    mean = (
+        extract(schedule.posterior_mean_coef1, t, xt.shape) * x0
+        + extract(schedule.posterior_mean_coef2, t, xt.shape) * xt
+    )
     var = extract(schedule.posterior_variance, t, xt.shape)
     log_var = extract(schedule.posterior_log_variance_clipped, t, xt.shape)
     return mean, var, log_var
@@ -52,9 +57,10 @@ def q_posterior_mean_variance(
 
 def predict_x0_from_eps(schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """Invert Eq. 4: x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
-    return extract(schedule.sqrt_recip_alpha_bars, t, xt.shape) * xt - extract(
-        schedule.sqrt_recipm1_alpha_bars, t, xt.shape
-    ) * eps
+    return (
+        extract(schedule.sqrt_recip_alpha_bars, t, xt.shape) * xt
+        - extract(schedule.sqrt_recipm1_alpha_bars, t, xt.shape) * eps
+    )
 
 
 def predict_eps_from_x0(schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
@@ -66,16 +72,18 @@ def predict_eps_from_x0(schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tens
 
 def v_target(schedule: NoiseSchedule, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The "velocity" of Salimans & Ho (2022), Sec. 4: v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0."""
-    return extract(schedule.sqrt_alpha_bars, t, x0.shape) * eps - extract(
-        schedule.sqrt_one_minus_alpha_bars, t, x0.shape
-    ) * x0
+    return (
+        extract(schedule.sqrt_alpha_bars, t, x0.shape) * eps
+        - extract(schedule.sqrt_one_minus_alpha_bars, t, x0.shape) * x0
+    )
 
 
 def predict_x0_from_v(schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """x_0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v (Salimans & Ho 2022)."""
-    return extract(schedule.sqrt_alpha_bars, t, xt.shape) * xt - extract(
-        schedule.sqrt_one_minus_alpha_bars, t, xt.shape
-    ) * v
+    return (
+        extract(schedule.sqrt_alpha_bars, t, xt.shape) * xt
+        - extract(schedule.sqrt_one_minus_alpha_bars, t, xt.shape) * v
+    )
 
 
 def model_output_to_x0_eps(

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -91,14 +91,13 @@ class DDPMPipeline:
 
     def generate(self, labels: Iterable[int], **kwargs) -> torch.Tensor:
         """Samples (B, C, H, W) in [-1, 1] for the given labels; keyword arguments as in ``generate_iter``."""
-        x = None
-        for _, x, _ in self.generate_iter(labels, **kwargs):
-            pass
+        *_, (_, x, _) = self.generate_iter(labels, **kwargs)  # run every step, keep the last
         return x.clamp(-1, 1)
 
 
-def build_pipeline(config: dict, tensors: dict[str, torch.Tensor], source: str = "checkpoint", use_ema: bool = True,
-                   device=None) -> DDPMPipeline:
+def build_pipeline(
+    config: dict, tensors: dict[str, torch.Tensor], source: str = "checkpoint", use_ema: bool = True, device=None
+) -> DDPMPipeline:
     try:
         model_cfg = UNetConfig(**config["model"])
         diffusion = config["diffusion"]

@@ -26,7 +26,8 @@ the two agree when s = 1 + w (so s = 1 means no guidance there, w = 0 here).
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -189,7 +190,12 @@ def make_sampler(name: str, schedule: NoiseSchedule, num_steps: int | None = Non
 
 
 def guided_model_output(
-    model: Callable, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance_scale: float, null_label: int
+    model: Callable,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    labels: torch.Tensor | None,
+    guidance_scale: float,
+    null_label: int,
 ) -> torch.Tensor:
     """(1 + w) eps(x, t, y) - w eps(x, t, null) with w = ``guidance_scale``; one batched forward pass."""
     if labels is None or guidance_scale == 0:

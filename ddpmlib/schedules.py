@@ -125,7 +125,9 @@ class NoiseSchedule:
         alpha_bars = torch.cumprod(alphas, dim=0)
         alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])
         posterior_variance = betas * (1.0 - alpha_bars_prev) / (1.0 - alpha_bars)
-        log_var = torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]])) if self.T > 1 else torch.log(betas)
+        log_var = (
+            torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]])) if self.T > 1 else torch.log(betas)
+        )
         values = {
             "betas": betas,
             "alphas": alphas,

@@ -168,8 +168,9 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor
     return perm[i * batch_size : (i + 1) * batch_size]
 
 
-def diffusion_loss(model, schedule, x0, labels, generator, p_uncond=0.1, loss="mse", prediction_type="eps",
-                   null_label=None):
+def diffusion_loss(
+    model, schedule, x0, labels, generator, p_uncond=0.1, loss="mse", prediction_type="eps", null_label=None
+):
     """One Monte-Carlo estimate of L_simple (Eq. 14) for a batch; all randomness from ``generator``."""
     B = x0.shape[0]
     t = torch.randint(0, schedule.T, (B,), generator=generator).to(x0.device)
@@ -197,9 +198,16 @@ def sample_grid(ema: UNet, schedule: NoiseSchedule, prediction_type: str, n_per_
     return x
 
 
-def train(raw_config: dict, out_dir: str | os.PathLike, data: tuple[torch.Tensor, torch.Tensor] | None = None,
-          data_root: str | None = None, resume: bool = False, device: str | None = None,
-          stop_step: int | None = None, progress: bool = True) -> Path:
+def train(
+    raw_config: dict,
+    out_dir: str | os.PathLike,
+    data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    data_root: str | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    stop_step: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Train and return the checkpoint directory ``out_dir/checkpoint``.
 
     ``data`` (images in [-1, 1], labels) replaces MNIST, for tests; ``stop_step`` stops early as if
@@ -237,7 +245,9 @@ def train(raw_config: dict, out_dir: str | os.PathLike, data: tuple[torch.Tensor
         else:
             saved = read_config(ckpt_dir)
             if saved["model"] != raw_config["model"] or saved["diffusion"] != raw_config["diffusion"]:
-                raise CheckpointError(f"--resume: the checkpoint in {ckpt_dir} was trained with another model or diffusion config")
+                raise CheckpointError(
+                    f"--resume: the checkpoint in {ckpt_dir} was trained with another model or diffusion config"
+                )
             tensors = read_tensors(ckpt_dir / "model.safetensors")
             load_weights(model, tensors, "model", str(ckpt_dir))
             load_weights(ema, tensors, "ema", str(ckpt_dir))
@@ -277,8 +287,9 @@ def train(raw_config: dict, out_dir: str | os.PathLike, data: tuple[torch.Tensor
         if channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-            loss = diffusion_loss(model, schedule, x0, y, g, cfg.p_uncond, cfg.loss, diff_cfg.prediction_type,
-                                  model_cfg.num_classes)
+            loss = diffusion_loss(
+                model, schedule, x0, y, g, cfg.p_uncond, cfg.loss, diff_cfg.prediction_type, model_cfg.num_classes
+            )
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"the loss became {loss.item()} at step {step}; stopping without writing a checkpoint "
@@ -298,13 +309,19 @@ def train(raw_config: dict, out_dir: str | os.PathLike, data: tuple[torch.Tensor
             ips = (done - last_log_step) * cfg.batch_size / max(now - last_log_t, 1e-9)
             mean_loss = sum(running) / len(running)
             with open(log_path, "a", newline="") as f:
-                csv.writer(f).writerow([done, f"{mean_loss:.5f}", f"{lr_at(step, cfg):.6g}", f"{ips:.1f}", f"{now - t0:.1f}"])
+                csv.writer(f).writerow(
+                    [done, f"{mean_loss:.5f}", f"{lr_at(step, cfg):.6g}", f"{ips:.1f}", f"{now - t0:.1f}"]
+                )
             bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{ips:.0f}")
             last_log_t, last_log_step, running = now, done, []
         if cfg.sample_every and done % cfg.sample_every == 0:
             from .plotting import save_grid
 
-            save_grid(sample_grid(ema, schedule, diff_cfg.prediction_type), out_dir / "samples" / f"step_{done:06d}.png", nrow=8)
+            save_grid(
+                sample_grid(ema, schedule, diff_cfg.prediction_type),
+                out_dir / "samples" / f"step_{done:06d}.png",
+                nrow=8,
+            )
         minutes = (time.time() - t0) / 60
         while snapshots and minutes >= snapshots[0]:
             save_checkpoint(out_dir / "snapshots" / f"min{snapshots.pop(0):05.1f}", raw_config, ema, step=done)
@@ -337,7 +354,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-root", default=None, help="MNIST root (default: $DDPM_DATA_ROOT or ./data)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    p.add_argument("--export", default=None, metavar="DIR", help="afterwards, write fp16 EMA weights for inference here")
+    p.add_argument(
+        "--export", default=None, metavar="DIR", help="afterwards, write fp16 EMA weights for inference here"
+    )
     args = p.parse_args(argv)
     raw = apply_overrides(load_config_file(args.config), args.set)
     try:

@@ -148,11 +148,13 @@ class UNet(nn.Module):
                 self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))  # H -> H/2
                 skip_chs.append(ch)
                 res //= 2
-        self.mid = nn.ModuleList([
-            ResBlock(ch, ch, emb_dim, cfg.groups, cfg.dropout),
-            Attention(ch, cfg.groups, cfg.num_heads),
-            ResBlock(ch, ch, emb_dim, cfg.groups, cfg.dropout),
-        ])
+        self.mid = nn.ModuleList(
+            [
+                ResBlock(ch, ch, emb_dim, cfg.groups, cfg.dropout),
+                Attention(ch, cfg.groups, cfg.num_heads),
+                ResBlock(ch, ch, emb_dim, cfg.groups, cfg.dropout),
+            ]
+        )
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mults))):
             out = cfg.base_channels * mult
@@ -160,7 +162,9 @@ class UNet(nn.Module):
                 self.up.append(self._block(ch + skip_chs.pop(), out, emb_dim, res))
                 ch = out
             if level > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)))
+                self.up.append(
+                    nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1))
+                )
                 res *= 2
         self.norm_out = nn.GroupNorm(cfg.groups, ch)
         self.conv_out = nn.Conv2d(ch, cfg.image_channels, 3, padding=1)

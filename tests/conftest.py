@@ -15,7 +15,9 @@ torch.set_num_threads(1)
 
 def tiny_unet_config(**kw) -> UNetConfig:
     """A U-Net small enough for unit tests (a few thousand parameters)."""
-    base = dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(), groups=4, dropout=0.0)
+    base = dict(
+        base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(), groups=4, dropout=0.0
+    )
     base.update(kw)
     return UNetConfig(**base)
 
@@ -30,7 +32,9 @@ def tiny_checkpoint(tmp_path):
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     path = tmp_path / "ckpt"
-    save_checkpoint(path, {"model": cfg.to_dict(), "diffusion": {"schedule": "linear", "T": 20, "prediction_type": "eps"}}, model)
+    save_checkpoint(
+        path, {"model": cfg.to_dict(), "diffusion": {"schedule": "linear", "T": 20, "prediction_type": "eps"}}, model
+    )
     return path
 
 

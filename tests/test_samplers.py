@@ -183,8 +183,15 @@ def test_guidance_formula_and_callback():
     # (1 + w) eps_c - w eps_u with w = 2: 3 * 1 - 2 * 3 = -3; in the other convention s = 1 + w = 3: 3 + 3 (1 - 3) = -3
     assert torch.equal(guided_model_output(model, x, t, y, 2.0, 10), torch.full((2, 1, 2, 2), -3.0))
     seen = []
-    sample(model, make_sampler("ddim", SCHED, 5), (2, 1, 2, 2), labels=y, guidance_scale=1.0, generator=gen(),
-           callback=lambda i, t, xt, x0: seen.append((i, t, xt.shape, x0.shape)))
+    sample(
+        model,
+        make_sampler("ddim", SCHED, 5),
+        (2, 1, 2, 2),
+        labels=y,
+        guidance_scale=1.0,
+        generator=gen(),
+        callback=lambda i, t, xt, x0: seen.append((i, t, xt.shape, x0.shape)),
+    )
     assert [s[:2] for s in seen] == [(0, 999), (1, 749), (2, 500), (3, 250), (4, 0)]
     with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
         sample(model, make_sampler("ddim", SCHED, 5), (2, 1, 2, 2), labels=y, guidance_scale=-1.0)

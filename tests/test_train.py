@@ -9,7 +9,7 @@ from conftest import REPO, tiny_unet_config
 from ddpmlib.checkpoint import CheckpointError, read_tensors
 from ddpmlib.data import MNISTNotFoundError, load_mnist
 from ddpmlib.pipeline import load_pipeline
-from ddpmlib.train import export, lr_at, TrainConfig, train
+from ddpmlib.train import TrainConfig, export, lr_at, train
 
 
 def tiny_data(n=32, seed=0):
@@ -18,7 +18,6 @@ def tiny_data(n=32, seed=0):
     labels = torch.randint(0, 2, (n,), generator=g)
     x = -torch.ones(n, 1, 8, 8)
     for i, y in enumerate(labels.tolist()):
-        x[i, :, :, :4] if y == 0 else x[i, :, :, 4:]
         if y == 0:
             x[i, :, :, :4] = 1.0
         else:
@@ -131,9 +130,22 @@ def test_missing_data_error_names_the_fix(tmp_path):
 
 def test_cli_reports_missing_data_clearly(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "ddpmlib.train", "--out", str(tmp_path / "run"), "--data-root", str(tmp_path),
-         "--set", "train.max_steps=1"],
-        cwd=REPO, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "DDPM_OFFLINE": "1"}, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "ddpmlib.train",
+            "--out",
+            str(tmp_path / "run"),
+            "--data-root",
+            str(tmp_path),
+            "--set",
+            "train.max_steps=1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "DDPM_OFFLINE": "1"},
+        timeout=300,
     )
     assert r.returncode != 0
     assert "Traceback" not in r.stderr and "--data-root" in r.stderr
