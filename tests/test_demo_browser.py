@@ -1,0 +1,85 @@
+"""The demo in a real browser: headless Chromium (the system's, driven by Playwright) generates a digit,
+scrubs the timeline and saves a screenshot; the page must not contact anything but the local server.
+
+Needs `apt-get install -y chromium` and `pip install playwright` (the Python package only: no browser is
+downloaded). Skipped with a reason otherwise. The screenshot goes to tests/artifacts/demo_browser.png.
+"""
+
+import os
+import re
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CHROMIUM = os.environ.get("DDPM_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]
+if not os.path.exists(CHROMIUM):
+    pytest.skip(
+        f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set DDPM_CHROMIUM)", allow_module_level=True
+    )
+pytest.importorskip("gradio")
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
+
+from demo.testing import make_tiny_checkpoint, running_app  # noqa: E402
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+def test_generate_and_scrub_the_timeline(tmp_path):
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny", T=10)  # 10 sampling steps by default: quick on a busy CPU
+    requests = []
+    try:
+        with running_app(ckpt) as (url, _), sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(url, wait_until="load", timeout=60_000)
+
+            page.locator("#digit label").filter(has_text=re.compile(r"^\s*7\s*$")).click()
+            page.locator("#generate-btn").click()
+            info = page.locator("#step-info")
+            sync_api.expect(info).to_contain_text("Done after 10 step(s)", timeout=120_000)
+            sync_api.expect(info).to_contain_text("digit 7")
+            image = page.locator("#xt-image img").first
+            image.wait_for(state="visible", timeout=30_000)
+            assert image.evaluate("img => img.complete && img.naturalWidth") > 0
+
+            slider = page.locator("#timeline input[type=range]")
+            sync_api.expect(slider).to_be_enabled(timeout=30_000)
+            slider.focus()
+            for _ in range(6):  # back from the result (position 10) to 4 steps done: a keyboard drag
+                page.keyboard.press("ArrowLeft")
+            sync_api.expect(info).to_contain_text("4 of 10 steps done", timeout=60_000)
+            sync_api.expect(info).to_contain_text("SNR")
+            assert image.evaluate("img => img.complete && img.naturalWidth") > 0
+
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "demo_browser.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            browser.close()
+    finally:
+        torch.set_num_threads(n)
+    outside = [
+        u for u in requests if urlparse(u).scheme not in ("data", "blob") and urlparse(u).hostname not in LOCAL_HOSTS
+    ]
+    assert requests and not outside, f"the page contacted other hosts: {outside}"

@@ -1,0 +1,236 @@
+"""Evaluation (ddpmlib.evaluate): accuracy, Frechet distance, memorisation and the command."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ddpmlib import evaluate as ev
+from ddpmlib.checkpoint import save_checkpoint
+from ddpmlib.classifier import SHIPPED_CLASSIFIER, ClassifierConfig, MNISTClassifier, save_classifier
+from ddpmlib.pipeline import load_pipeline
+from ddpmlib.unet import UNet, UNetConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mnist_root() -> str:
+    root = os.environ.get("DDPM_DATA_ROOT")
+    if not root or not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip("needs MNIST: set DDPM_DATA_ROOT to a directory holding MNIST/raw/*-ubyte (CI: ../shared/data)")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A random-init conditional U-Net with T = 20: fast to sample, draws noise."""
+    torch.manual_seed(0)
+    cfg = UNetConfig(base_channels=8, channel_mults=(1, 2), attention_resolutions=(), groups=4)
+    directory = tmp_path_factory.mktemp("tiny") / "ckpt"
+    config = {"model": cfg.to_dict(), "diffusion": {"schedule": "linear", "T": 20, "prediction_type": "eps"}}
+    save_checkpoint(directory, config, ema_model=UNet(cfg))
+    return directory
+
+
+# --- the measures on hand-made inputs ----------------------------------------------------------------
+
+
+def test_balanced_labels():
+    assert torch.bincount(ev.balanced_labels(1000)).tolist() == [100] * 10
+    counts = torch.bincount(ev.balanced_labels(25), minlength=10)
+    assert counts.sum() == 25 and counts.max() - counts.min() <= 1
+    assert ev.balanced_labels(12)[:10].tolist() == list(range(10))  # every batch holds every class
+
+
+def test_conditional_accuracy():
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2])
+    preds = torch.tensor([0, 1, 1, 1, 1, 0, 2, 5, 5])
+    acc = ev.conditional_accuracy(preds, labels, num_classes=4)
+    assert acc["overall"] == pytest.approx(5 / 9)
+    assert acc["correct"] == 5 and acc["total"] == 9
+    assert acc["per_class"][:3] == pytest.approx([0.5, 1.0, 0.25])
+    assert acc["per_class"][3] is None  # no samples of class 3
+
+
+def test_frechet_distance():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(2000, 8)) @ rng.normal(size=(8, 8))
+    mu, sigma = ev.feature_statistics(f)
+    assert ev.frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0, abs=1e-8)
+    # a shift of every feature by 1 adds |shift|^2 = 8 and nothing else
+    assert ev.frechet_distance(*ev.feature_statistics(f + 1.0), mu, sigma) == pytest.approx(8.0, rel=1e-6)
+    # another covariance: strictly positive, and symmetric
+    g = f * 1.5
+    d = ev.frechet_distance(*ev.feature_statistics(g), mu, sigma)
+    assert d > 0.1 and d == pytest.approx(ev.frechet_distance(mu, sigma, *ev.feature_statistics(g)), rel=1e-6)
+    # fewer samples than features (singular covariances) still gives a finite number
+    few = rng.normal(size=(5, 16))
+    assert np.isfinite(ev.frechet_distance(*ev.feature_statistics(few), *ev.feature_statistics(few + 0.5)))
+
+
+def test_nearest_neighbours_match_brute_force():
+    g = torch.Generator().manual_seed(0)
+    reference = torch.rand(300, 1, 28, 28, generator=g) * 2 - 1
+    queries = torch.rand(70, 1, 28, 28, generator=g) * 2 - 1
+    queries[13] = reference[247]  # an exact copy
+    d, i = ev.nearest_neighbours(queries, reference, query_chunk=32, ref_chunk=64)  # several blocks each way
+    brute = torch.cdist(queries.flatten(1).double(), reference.flatten(1).double())
+    torch.testing.assert_close(d.double(), brute.min(1).values, rtol=1e-5, atol=1e-5)
+    assert torch.equal(i, brute.argmin(1))
+    assert d[13] == 0 and i[13] == 247
+
+
+def test_memorisation_flags_copies():
+    g = torch.Generator().manual_seed(0)
+    train = torch.rand(200, 1, 28, 28, generator=g) * 2 - 1
+    test = torch.rand(50, 1, 28, 28, generator=g) * 2 - 1
+    copies = ev.memorisation(train[:50].clone(), train, test)
+    assert copies["generated_median"] == 0 and copies["generated_min"] == 0
+    assert copies["ratio_of_medians"] == 0 and copies["fraction_below_test_p01"] == 1
+    fresh = ev.memorisation(torch.rand(50, 1, 28, 28, generator=g) * 2 - 1, train, test)
+    assert 0.9 < fresh["ratio_of_medians"] < 1.1  # new draws from the same distribution as the test set
+
+
+def test_balanced_subset():
+    labels = torch.arange(1000) % 7 % 3  # classes 0, 1, 2 with unequal counts
+    idx = ev.balanced_subset(labels, 90, num_classes=3)
+    assert len(idx.unique()) == 90 and torch.bincount(labels[idx]).tolist() == [30, 30, 30]
+    assert torch.equal(idx, ev.balanced_subset(labels, 90, num_classes=3))  # same seed, same subset
+    with pytest.raises(ValueError, match="cannot pick"):
+        ev.balanced_subset(labels, 3000, num_classes=3)
+
+
+# --- generation --------------------------------------------------------------------------------------
+
+
+def test_generate_samples_is_reproducible(tiny_checkpoint):
+    pipe = load_pipeline(tiny_checkpoint, device="cpu")
+    kw = dict(sampler="ddim", steps=3, guidance_scale=1.0, batch_size=3, progress=False)
+    x, y = ev.generate_samples(pipe, 7, seed=1, **kw)
+    assert x.shape == (7, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    assert y.tolist() == [0, 1, 2, 3, 4, 5, 6]
+    x2, _ = ev.generate_samples(pipe, 7, seed=1, **kw)
+    x3, _ = ev.generate_samples(pipe, 7, seed=2, **kw)
+    assert torch.equal(x, x2) and not torch.equal(x, x3)
+
+
+# --- against real MNIST ------------------------------------------------------------------------------
+
+
+def test_training_digits_score_like_real_data_and_are_flagged_as_copies():
+    ref = ev.load_reference(SHIPPED_CLASSIFIER, mnist_root())
+    assert ev.load_reference(SHIPPED_CLASSIFIER, mnist_root()) is ref  # cached per process
+    idx = ev.balanced_subset(ref.train_labels, 500, seed=1)
+    r = ev.evaluate_samples(ref.train_images[idx], ref.train_labels[idx], ref, full_baseline=False)
+    assert r["accuracy"]["overall"] >= 0.98
+    assert 0.5 < r["frechet_distance"]["ratio_to_baseline"] < 2  # real digits score about the baseline
+    assert r["memorisation"]["generated_median"] == 0  # training images are their own nearest neighbours
+    assert r["memorisation"]["test_median"] > 3
+
+
+def test_cli_missing_checkpoint(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "ddpmlib.evaluate", "--checkpoint", str(tmp_path / "nope")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "error: no checkpoint at" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_missing_classifier(tiny_checkpoint, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        ev.main(
+            [
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--classifier",
+                str(tmp_path / "none"),
+                "--steps",
+                "3",
+                "--no-progress",
+            ]
+        )
+    assert "no classifier at" in str(e.value.code) and "python -m ddpmlib.classifier" in str(e.value.code)
+
+
+def test_cli_missing_data(tiny_checkpoint, tmp_path, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    def offline(self):
+        raise OSError("no network (simulated by the test)")
+
+    monkeypatch.setattr(MNIST, "download", offline)
+    save_classifier(tmp_path / "classifier", MNISTClassifier(ClassifierConfig(channels=(4, 8, 8))))
+    with pytest.raises(SystemExit) as e:
+        ev.main(
+            [
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--classifier",
+                str(tmp_path / "classifier"),
+                "--data-root",
+                str(tmp_path / "empty"),
+                "--steps",
+                "3",
+                "--no-progress",
+            ]
+        )
+    assert "--data-root" in str(e.value.code) and "DDPM_DATA_ROOT" in str(e.value.code)
+
+
+def test_cli_bad_steps(tiny_checkpoint):
+    with pytest.raises(SystemExit) as e:
+        ev.main(["--checkpoint", str(tiny_checkpoint), "--steps", "50", "--no-progress"])  # T = 20
+    assert "between 1 and 20" in str(e.value.code)
+
+
+def test_cli_end_to_end(tiny_checkpoint, tmp_path, capsys):
+    root = mnist_root()
+    ev.main(
+        [
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--classifier",
+            SHIPPED_CLASSIFIER,
+            "--data-root",
+            root,
+            "--sampler",
+            "ddim",
+            "--steps",
+            "3",
+            "--guidance",
+            "2.0",
+            "--num-samples",
+            "20",
+            "--batch-size",
+            "8",
+            "--seed",
+            "0",
+            "--no-full-baseline",
+            "--no-progress",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--grid",
+            str(tmp_path / "grid.png"),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "conditional accuracy" in printed and "Frechet distance" in printed and "baseline" in printed
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["num_samples"] == 20 and r["steps"] == 3 and r["guidance_scale"] == 2.0
+    assert r["accuracy"]["total"] == 20 and 0 <= r["accuracy"]["overall"] <= 1
+    assert set(r["frechet_distance"]["baseline"]) == {"20"}
+    assert r["frechet_distance"]["generated"] > r["frechet_distance"]["baseline"]["20"]  # noise is not MNIST
+    assert r["memorisation"]["num_generated"] == 20 and r["memorisation"]["num_test"] == 20
+    assert r["classifier_test_accuracy"] >= 0.99
+    from PIL import Image
+
+    assert Image.open(tmp_path / "grid.png").size == (2 + 2 * 30, 2 + 10 * 30)  # 10 rows of 2 samples
