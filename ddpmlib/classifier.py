@@ -94,7 +94,7 @@ def classify(model: MNISTClassifier, images: torch.Tensor, batch_size: int = 100
     device = next(model.parameters()).device
     preds, feats = [], []
     for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].to(device, torch.float32)
+        x = images[i : i + batch_size].to(device, torch.float32).contiguous(memory_format=torch.channels_last)
         f = model.features(x)
         preds.append(model.head(f).argmax(1).cpu())
         feats.append(f.float().cpu())
@@ -155,7 +155,8 @@ def load_classifier(directory: str | os.PathLike = SHIPPED_CLASSIFIER, device=No
         raise CheckpointError(f"the config in {directory} does not describe a valid classifier: {e}") from None
     load_weights(model, read_tensors(Path(directory) / "model.safetensors"), PREFIX, str(directory))
     model.info = {k: v for k, v in config.items() if k not in ("model", "kind", "format_version")}
-    return model.to(device or "cpu").eval()
+    # channels_last: about a third faster on CPUs for this small network (inference)
+    return model.to(device or "cpu", memory_format=torch.channels_last).eval()
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

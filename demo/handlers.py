@@ -199,7 +199,8 @@ class DemoHandlers:
 
     def generate(self, digit, n_images, sampler, steps, guidance, eta, seed, random_seed=False, progress=gr.Progress()):  # noqa: B008
         """Sample digits, streaming (x_t, predicted x_0) while sampling; yields the outputs of the Generate tab:
-        x_t image, predicted-x_0 image, info, timeline slider, Trajectory, seed, GIF button, PNG button."""
+        x_t image, predicted-x_0 image, info, timeline slider, Trajectory, seed, GIF button, PNG button.
+        The last two yields are the result, then the result with the downloads once the GIF and PNG are written."""
         d = check_digit(digit)
         n = check_number("The number of images", n_images, 1, MAX_IMAGES, integer=True)
         sampler = check_sampler(sampler)
@@ -252,18 +253,14 @@ class DemoHandlers:
             fail(str(e))
         final = to_u8(x.clamp(-1, 1))
         traj = Trajectory(torch.stack(xts + [final]), torch.stack(x0s + [final]), ts + [-1], labels, nrow, settings)
-        self.write_files(traj, seed)
         a, b = self.frame(final, final, nrow)
-        yield (
-            a,
-            b,
-            self.step_info(traj, steps),
-            gr.Slider(minimum=0, maximum=steps, value=steps, step=1, interactive=True),
-            traj,
-            seed,
-            gr.DownloadButton(value=traj.files["gif"], interactive=True),
-            gr.DownloadButton(value=traj.files["png"], interactive=True),
-        )
+        info = self.step_info(traj, steps)
+        timeline = gr.Slider(minimum=0, maximum=steps, value=steps, step=1, interactive=False)
+        yield a, b, info, timeline, traj, seed, gr.skip(), gr.skip()  # the result first, then the downloads
+        self.write_files(traj, seed)
+        timeline = gr.Slider(minimum=0, maximum=steps, value=steps, step=1, interactive=True)  # scrub from now on
+        downloads = (gr.DownloadButton(value=traj.files[k], interactive=True) for k in ("gif", "png"))
+        yield a, b, info, timeline, traj, seed, *downloads  # complete, for API clients (they see the last yield)
 
     def write_files(self, traj: Trajectory, seed: int) -> None:
         """The final grid as PNG and the trajectory (x_t | predicted x_0 per step) as an animated GIF."""

@@ -46,6 +46,14 @@ def run(h, digit="7", n=3, sampler="ddim", steps=5, w=1.0, eta=0.0, seed=0, rand
     return list(h.generate(digit, n, sampler, steps, w, eta, seed, random_seed))
 
 
+def final(outs):
+    """The outputs after all yields: per output, the last value that was not gr.skip()."""
+    merged = list(outs[0])
+    for out in outs[1:]:
+        merged = [old if new == gr.skip() else new for old, new in zip(merged, out)]
+    return merged
+
+
 def drawing(kind="transparent"):
     """A sketchpad value with a vertical stroke ("1"), as gr.Sketchpad passes it."""
     if kind == "transparent":  # black ink on a transparent RGBA canvas
@@ -65,13 +73,15 @@ EMPTY = {"background": None, "layers": [], "composite": np.zeros((280, 280, 4), 
 
 def test_generate_outputs_and_trajectory(h):
     outs = run(h, digit="7", n=3, steps=5)
-    xt_img, x0_img, info, timeline, traj, seed, gif, png = outs[-1]
+    xt_img, x0_img, info, timeline, traj, seed, gif, png = final(outs)
+    assert outs[-2][4] is traj and outs[-2][6] == gr.skip() and outs[-1][4] is traj  # the result, then downloads
     assert xt_img.size == x0_img.size == ((3 * 30 + 2) * 3, 32 * 3)
     assert "Done after 5 step(s)" in info and seed == 0
     assert traj.xt.shape == traj.x0.shape == (6, 3, 1, 28, 28) and traj.xt.dtype == torch.uint8
     assert traj.t[0] == T - 1 and traj.t[-2] == 0 and traj.t[-1] == -1  # starts at paper step T, ends at 1
     assert traj.t[:-1] == sorted(traj.t[:-1], reverse=True) and traj.labels == [7, 7, 7]
     assert Path(traj.files["png"]).stat().st_size > 0 and Path(traj.files["gif"]).stat().st_size > 0
+    assert Path(gif.value["path"]).name == "ddpm_trajectory_seed0.gif" and gif.interactive
     assert timeline.maximum == 5 and timeline.value == 5 and timeline.interactive
     with Image.open(traj.files["gif"]) as im:
         assert im.n_frames == 6  # 5 steps + the final image
@@ -80,15 +90,15 @@ def test_generate_outputs_and_trajectory(h):
 def test_generate_streams_intermediate_images(h, monkeypatch):
     monkeypatch.setattr(h, "stream_interval_s", 0.0)
     outs = run(h, steps=10)
-    streamed = [o for o in outs[:-1] if isinstance(o[0], Image.Image)]
+    streamed = [o for o in outs[:-2] if isinstance(o[0], Image.Image)]  # before the result
     assert len(streamed) == 9  # every step but the last, which is the result
     assert [o[2].split(" steps done")[0] for o in streamed] == [f"**{i} of 10" for i in range(9)]
 
 
 def test_generate_equals_library_and_is_deterministic(h):
-    traj = run(h, digit="one of each", n=4, sampler="ddpm", steps=6, w=2.0, seed=123)[-1][4]
-    again = run(h, digit="one of each", n=4, sampler="ddpm", steps=6, w=2.0, seed=123)[-1][4]
-    other = run(h, digit="one of each", n=4, sampler="ddpm", steps=6, w=2.0, seed=124)[-1][4]
+    traj = final(run(h, digit="one of each", n=4, sampler="ddpm", steps=6, w=2.0, seed=123))[4]
+    again = final(run(h, digit="one of each", n=4, sampler="ddpm", steps=6, w=2.0, seed=123))[4]
+    other = final(run(h, digit="one of each", n=4, sampler="ddpm", steps=6, w=2.0, seed=124))[4]
     assert torch.equal(traj.xt, again.xt) and torch.equal(traj.x0, again.x0)
     assert not torch.equal(traj.xt[-1], other.xt[-1])
     ref = h.pipe.generate([0, 1, 2, 3], sampler="ddpm", steps=6, guidance_scale=2.0, seed=123)
@@ -98,12 +108,12 @@ def test_generate_equals_library_and_is_deterministic(h):
 def test_random_seed_is_reported_and_reproducible(h):
     outs = run(h, seed=0, random_seed=True)
     seed = outs[0][5]
-    assert outs[-1][5] == seed and 0 <= seed <= H.MAX_SEED
-    assert torch.equal(outs[-1][4].xt, run(h, seed=seed)[-1][4].xt)
+    assert final(outs)[5] == seed and 0 <= seed <= H.MAX_SEED
+    assert torch.equal(final(outs)[4].xt, final(run(h, seed=seed))[4].xt)
 
 
 def test_one_of_each_cycles_digits(h):
-    assert run(h, digit="one of each", n=12, steps=1)[-1][4].labels == list(range(10)) + [0, 1]
+    assert final(run(h, digit="one of each", n=12, steps=1))[4].labels == list(range(10)) + [0, 1]
 
 
 @pytest.mark.parametrize(
@@ -140,7 +150,7 @@ def test_work_per_request_is_bounded(h, monkeypatch):
 
 
 def test_timeline(h):
-    traj = run(h, n=2, steps=4)[-1][4]
+    traj = final(run(h, n=2, steps=4))[4]
     a, b, info = h.show_step(traj, 0)
     assert (
         a.size == b.size
@@ -188,7 +198,7 @@ def test_forward_from_drawing(h):
 
 
 def test_forward_from_generated_image(h):
-    traj = run(h, n=3, steps=2)[-1][4]
+    traj = final(run(h, n=3, steps=2))[4]
     xt, strip, fig, info = h.forward("generated", None, 3, traj, "linear", 5)
     assert xt is not None and "linear schedule" in info
     assert "made 3 image(s)" in h.forward("generated", None, 4, traj, "linear", 5)[3]
@@ -229,7 +239,7 @@ def test_denoise_clamps_steps_to_t(h):
 
 
 def test_denoise_from_generated_image(h):
-    traj = run(h, n=2, steps=2)[-1][4]
+    traj = final(run(h, n=2, steps=2))[4]
     assert "done" in denoise(h, source="generated", image=EMPTY, number=2, traj=traj)[-1][3]
 
 
