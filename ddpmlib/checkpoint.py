@@ -53,7 +53,8 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write(path, write)
 
 
-def _state(prefix: str, module: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+def state_tensors(prefix: str, module: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """``module``'s state as ``{prefix.name: tensor}`` on the CPU, floating tensors cast to ``dtype``."""
     out = {}
     for k, v in module.state_dict().items():
         v = v.detach().cpu()
@@ -75,9 +76,9 @@ def save_checkpoint(
     """Write a checkpoint directory. ``model`` and ``optimizer`` are for resuming; an inference-only
     checkpoint holds just the EMA weights (optionally cast to ``dtype``, e.g. float16)."""
     directory = Path(directory)
-    tensors = _state("ema", ema_model, dtype)
+    tensors = state_tensors("ema", ema_model, dtype)
     if model is not None:
-        tensors.update(_state("model", model, dtype))
+        tensors.update(state_tensors("model", model, dtype))
     atomic_write(directory / "model.safetensors", lambda tmp: save_file(tensors, tmp))
     if optimizer is not None:
         opt = optimizer.state_dict()

@@ -31,7 +31,15 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .checkpoint import FORMAT_VERSION, CheckpointError, atomic_write, atomic_write_json, load_weights, read_tensors
+from .checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    atomic_write,
+    atomic_write_json,
+    load_weights,
+    read_tensors,
+    state_tensors,
+)
 
 KIND = "mnist-classifier"
 PREFIX = "classifier"
@@ -114,12 +122,7 @@ def save_classifier(
 ) -> Path:
     """Write ``model.safetensors`` (floating tensors cast to ``dtype``) and ``config.json`` (plus ``info``)."""
     directory = Path(directory)
-    tensors = {}
-    for k, v in model.state_dict().items():
-        v = v.detach().cpu()
-        if dtype is not None and v.is_floating_point():
-            v = v.to(dtype)
-        tensors[f"{PREFIX}.{k}"] = v.contiguous()
+    tensors = state_tensors(PREFIX, model, dtype)
     atomic_write(directory / "model.safetensors", lambda tmp: save_file(tensors, tmp))
     config = {**(info or {}), "format_version": FORMAT_VERSION, "kind": KIND, "model": model.config.to_dict()}
     atomic_write_json(directory / "config.json", config)
