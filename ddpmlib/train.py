@@ -67,8 +67,11 @@ class TrainConfig:
     ema_warmup: bool = True  # decay_s = min(ema_decay, (1 + s) / (10 + s)): EMA useful from the start
     p_uncond: float = 0.1  # probability of the null label (classifier-free guidance)
     loss: str = "mse"  # "mse" (L_simple) or "l1"
+    loss_weighting: str = "none"  # "none" (L_simple) or "min_snr" (Hang et al. 2023)
+    min_snr_gamma: float = 5.0
+    timestep_sampling: str = "uniform"  # "uniform" (Algorithm 1) or "stratified" (one t per stratum of T)
     precision: str = "auto"  # "auto", "fp32" or "bf16" (autocast)
-    channels_last: str = "auto"  # "auto" (CUDA only), "on", "off"
+    channels_last: str = "auto"  # "auto" (CUDA and CPU, not MPS), "on", "off"
     log_every: int = 50
     sample_every: int = 1000
     checkpoint_every: int = 1000
@@ -168,12 +171,64 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor
     return perm[i * batch_size : (i + 1) * batch_size]
 
 
+def sample_timesteps(B: int, T: int, generator: torch.Generator, method: str = "uniform") -> torch.Tensor:
+    """Tensor-index timesteps for a batch, (B,) in 0..T-1.
+
+    ``uniform`` draws each t independently, as in Algorithm 1. ``stratified`` cuts 0..T-1 into B equal
+    strata and draws one t in each: every t still has probability 1/T, so the loss is unbiased, but the
+    batch always covers all noise levels and its mean varies less (the low-discrepancy sampler of
+    Kingma et al. 2021, App. I).
+    """
+    if method == "uniform":
+        return torch.randint(0, T, (B,), generator=generator)
+    if method == "stratified":
+        u = torch.rand(B, generator=generator, dtype=torch.float64)
+        t = ((torch.arange(B, dtype=torch.float64) + u) * T / B).long().clamp_(0, T - 1)
+        return t[torch.randperm(B, generator=generator)]
+    raise ValueError(f"timestep_sampling must be 'uniform' or 'stratified', got {method!r}")
+
+
+def loss_weights(schedule: NoiseSchedule, t: torch.Tensor, weighting: str, prediction_type: str, gamma: float = 5.0):
+    """Per-example weights for the loss at tensor-index timesteps ``t``, (B,).
+
+    ``none`` gives L_simple (Ho et al. 2020, Eq. 14): every t weighs the same. ``min_snr`` is Min-SNR-gamma
+    (Hang et al. 2023, Eq. 9): in x_0 terms the weight is min(SNR_t, gamma), which caps the weight of the
+    nearly noise-free steps; for an eps target that is min(SNR_t, gamma) / SNR_t, for a v target
+    min(SNR_t, gamma) / (SNR_t + 1).
+    """
+    if weighting == "none":
+        return None
+    if weighting != "min_snr":
+        raise ValueError(f"loss_weighting must be 'none' or 'min_snr', got {weighting!r}")
+    snr = schedule.snr.to(t.device)[t]
+    capped = snr.clamp(max=gamma)
+    if prediction_type == "eps":
+        return capped / snr
+    if prediction_type == "v":
+        return capped / (snr + 1)
+    return capped  # x0
+
+
 def diffusion_loss(
-    model, schedule, x0, labels, generator, p_uncond=0.1, loss="mse", prediction_type="eps", null_label=None
+    model,
+    schedule,
+    x0,
+    labels,
+    generator,
+    p_uncond=0.1,
+    loss="mse",
+    prediction_type="eps",
+    null_label=None,
+    weighting="none",
+    timestep_sampling="uniform",
+    min_snr_gamma=5.0,
 ):
-    """One Monte-Carlo estimate of L_simple (Eq. 14) for a batch; all randomness from ``generator``."""
+    """One Monte-Carlo estimate of L_simple (Eq. 14) for a batch; all randomness from ``generator``.
+
+    ``weighting`` and ``timestep_sampling`` select the variants of ``loss_weights`` and ``sample_timesteps``.
+    """
     B = x0.shape[0]
-    t = torch.randint(0, schedule.T, (B,), generator=generator).to(x0.device)
+    t = sample_timesteps(B, schedule.T, generator, timestep_sampling).to(x0.device)
     eps = torch.randn(x0.shape, generator=generator).to(x0.device)
     if labels is not None and p_uncond > 0:
         drop = torch.rand(B, generator=generator).to(x0.device) < p_uncond
@@ -182,10 +237,13 @@ def diffusion_loss(
     out = model(xt, t, labels)
     target = training_target(schedule, x0, eps, t, prediction_type)
     if loss == "mse":
-        return F.mse_loss(out.float(), target)
-    if loss == "l1":
-        return F.l1_loss(out.float(), target)
-    raise ValueError(f"loss must be 'mse' or 'l1', got {loss!r}")
+        per_example = F.mse_loss(out.float(), target, reduction="none").flatten(1).mean(1)
+    elif loss == "l1":
+        per_example = F.l1_loss(out.float(), target, reduction="none").flatten(1).mean(1)
+    else:
+        raise ValueError(f"loss must be 'mse' or 'l1', got {loss!r}")
+    w = loss_weights(schedule, t, weighting, prediction_type, min_snr_gamma)
+    return per_example.mean() if w is None else (w * per_example).mean()
 
 
 def sample_grid(ema: UNet, schedule: NoiseSchedule, prediction_type: str, n_per_class: int = 8, steps: int = 20):
@@ -221,7 +279,7 @@ def train(
         torch.set_num_threads(cfg.num_threads)
     dev = pick_device(device)
     amp = autocast_dtype(cfg.precision, dev)
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and dev.type == "cuda")
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and dev.type in ("cuda", "cpu"))
 
     if data is None:
         from .data import load_mnist
@@ -288,7 +346,18 @@ def train(
             x0 = x0.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
             loss = diffusion_loss(
-                model, schedule, x0, y, g, cfg.p_uncond, cfg.loss, diff_cfg.prediction_type, model_cfg.num_classes
+                model,
+                schedule,
+                x0,
+                y,
+                g,
+                cfg.p_uncond,
+                cfg.loss,
+                diff_cfg.prediction_type,
+                model_cfg.num_classes,
+                cfg.loss_weighting,
+                cfg.timestep_sampling,
+                cfg.min_snr_gamma,
             )
         if not torch.isfinite(loss):
             raise FloatingPointError(

@@ -1,4 +1,4 @@
-"""A small class-conditional U-Net that predicts the noise eps_theta(x_t, t, y).
+"""A small class-conditional U-Net: the network behind eps_theta(x_t, t, y) (or an x_0 or v prediction).
 
 Architecture (Ho et al. 2020, Appendix B, scaled down): a stack of ResNet blocks with GroupNorm and
 SiLU at each resolution, strided-convolution downsampling, nearest-neighbour upsampling, skip
@@ -33,6 +33,7 @@ class UNetConfig:
     attention_resolutions: tuple[int, ...] = (7,)  # feature-map sizes that get self-attention
     num_heads: int = 4
     dropout: float = 0.1
+    scale_shift: bool = False  # embedding sets GroupNorm scale and shift (AdaGN) instead of adding a bias
     groups: int = 8  # GroupNorm groups
     num_classes: int = 10  # labels 0..num_classes-1; label num_classes is the null label
     time_embedding: str = "sinusoidal"  # or "scalar": the features (t/T, beta_t, alpha_bar_t)
@@ -70,13 +71,19 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
 
 
 class ResBlock(nn.Module):
-    """GroupNorm -> SiLU -> conv, add the (time + label) embedding, GroupNorm -> SiLU -> dropout -> conv, + skip."""
+    """GroupNorm -> SiLU -> conv, add the (time + label) embedding, GroupNorm -> SiLU -> dropout -> conv, + skip.
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int, dropout: float):
+    With ``scale_shift`` the embedding instead modulates the second GroupNorm,
+    ``norm2(h) * (1 + scale) + shift`` ("AdaGN", Nichol & Dhariwal 2021, Sec. 3 and Dhariwal & Nichol 2021,
+    Sec. 3): the label and timestep can then rescale features, not only shift them.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int, dropout: float, scale_shift: bool = False):
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1 = nn.GroupNorm(groups, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, out_ch)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch if scale_shift else out_ch)
         self.norm2 = nn.GroupNorm(groups, out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
@@ -86,8 +93,13 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(F.silu(emb))[:, :, None, None]  # (B, C, 1, 1) broadcast over H, W
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        e = self.emb(F.silu(emb))[:, :, None, None]  # (B, C or 2C, 1, 1) broadcast over H, W
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
+        h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 
@@ -150,9 +162,9 @@ class UNet(nn.Module):
                 res //= 2
         self.mid = nn.ModuleList(
             [
-                ResBlock(ch, ch, emb_dim, cfg.groups, cfg.dropout),
+                ResBlock(ch, ch, emb_dim, cfg.groups, cfg.dropout, cfg.scale_shift),
                 Attention(ch, cfg.groups, cfg.num_heads),
-                ResBlock(ch, ch, emb_dim, cfg.groups, cfg.dropout),
+                ResBlock(ch, ch, emb_dim, cfg.groups, cfg.dropout, cfg.scale_shift),
             ]
         )
         self.up = nn.ModuleList()
@@ -173,7 +185,7 @@ class UNet(nn.Module):
 
     def _block(self, in_ch: int, out_ch: int, emb_dim: int, res: int) -> nn.Module:
         cfg = self.config
-        block = ResBlock(in_ch, out_ch, emb_dim, cfg.groups, cfg.dropout)
+        block = ResBlock(in_ch, out_ch, emb_dim, cfg.groups, cfg.dropout, cfg.scale_shift)
         if res in cfg.attention_resolutions:
             return nn.ModuleList([block, Attention(out_ch, cfg.groups, cfg.num_heads)])
         return nn.ModuleList([block])

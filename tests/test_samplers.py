@@ -195,3 +195,30 @@ def test_guidance_formula_and_callback():
     assert [s[:2] for s in seen] == [(0, 999), (1, 749), (2, 500), (3, 250), (4, 0)]
     with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
         sample(model, make_sampler("ddim", SCHED, 5), (2, 1, 2, 2), labels=y, guidance_scale=-1.0)
+
+
+@pytest.mark.parametrize("prediction_type", ["v", "x0"])
+def test_eps_model_of_a_v_or_x0_network_samples_like_the_native_sampler(prediction_type):
+    """pipe.eps_model() turns a v- (or x0-) network into eps_theta: the eps formulas then give the same samples."""
+    from conftest import tiny_unet_config
+
+    from ddpmlib.pipeline import DDPMPipeline
+    from ddpmlib.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet(tiny_unet_config(image_size=8, num_classes=2))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    sched = NoiseSchedule.from_name("linear", 50)
+    pipe = DDPMPipeline(net, sched, prediction_type)
+    eps_net = pipe.eps_model()
+    assert eps_net.null_label == net.null_label and eps_net.config is net.config
+    labels = torch.tensor([0, 1, 2])
+    for name in ("ddpm", "ddim"):
+        native = make_sampler(name, sched, 10, prediction_type=prediction_type)
+        via_eps = make_sampler(name, sched, 10, prediction_type="eps")
+        a = sample(net, native, (3, 1, 8, 8), labels, 1.5, generator=torch.Generator().manual_seed(3))
+        b = sample(eps_net, via_eps, (3, 1, 8, 8), labels, 1.5, generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert DDPMPipeline(net, sched, "eps").eps_model() is net

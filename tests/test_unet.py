@@ -28,8 +28,9 @@ def test_output_shape_equals_input_shape(cfg):
     assert out.shape == x.shape
 
 
-def test_label_and_time_change_the_output():
-    model = randomised(UNet(UNetConfig(base_channels=16, channel_mults=(1, 2, 4))))
+@pytest.mark.parametrize("scale_shift", [False, True])
+def test_label_and_time_change_the_output(scale_shift):
+    model = randomised(UNet(UNetConfig(base_channels=16, channel_mults=(1, 2, 4), scale_shift=scale_shift)))
     x = torch.randn(1, 1, 28, 28).repeat(3, 1, 1, 1)
     t = torch.full((3,), 300)
     out = model(x, t, torch.tensor([3, 7, 10]))
@@ -61,3 +62,20 @@ def test_config_validation_and_round_trip():
         UNetConfig(time_embedding="fourier")
     cfg = UNetConfig(base_channels=16, channel_mults=(1, 2, 4))
     assert UNetConfig(**cfg.to_dict()) == cfg
+
+
+def test_scale_shift_modulates_the_normalised_features():
+    """AdaGN: with emb -> (scale, shift), the block computes norm2(h) * (1 + scale) + shift before conv2."""
+    from ddpmlib.unet import ResBlock
+
+    torch.manual_seed(0)
+    block = ResBlock(8, 8, 16, groups=4, dropout=0.0, scale_shift=True).eval()
+    x, emb = torch.randn(2, 8, 5, 5), torch.randn(2, 16)
+    h = block.conv1(torch.nn.functional.silu(block.norm1(x)))
+    scale, shift = block.emb(torch.nn.functional.silu(emb)).chunk(2, dim=1)
+    h = block.norm2(h) * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+    expected = x + block.conv2(torch.nn.functional.silu(h))
+    torch.testing.assert_close(block(x, emb), expected)
+    assert block.emb.out_features == 16
+    # an old config without the key still builds the additive-embedding network
+    assert UNetConfig(**{k: v for k, v in UNetConfig().to_dict().items() if k != "scale_shift"}).scale_shift is False
