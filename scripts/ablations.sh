@@ -3,12 +3,13 @@
 # then score its EMA weights (DDIM-20, unguided, N samples). Usage:
 #   DDPM_DATA_ROOT=../shared/data bash scripts/ablations.sh VARIANT [VARIANT ...]
 # STEPS (default 1000), N (default 500), THREADS (default 1: two variants can run side by side),
-# OUT (default runs/ablations). Results: $OUT/<variant>/eval.json; summary: scripts/ablation_table.py.
+# OUT (default runs/ablations), PRECISION (default fp32, so that runs on CPUs with and without native bf16 compare). Results: $OUT/<variant>/eval.json; summary: scripts/ablation_table.py.
 set -euo pipefail
 steps=${STEPS:-1000}
 n=${N:-500}
 threads=${THREADS:-1}
 out=${OUT:-runs/ablations}
+precision=${PRECISION:-fp32}
 py=${PYTHON:-python}
 export OMP_NUM_THREADS=$threads
 overrides() {  # the --set arguments of each variant, relative to configs/mnist_cpu.json (the v recipe)
@@ -29,6 +30,7 @@ overrides() {  # the --set arguments of each variant, relative to configs/mnist_
     v_no_ema) echo "train.ema_decay=0" ;;
     v_wide) echo "model.base_channels=24" ;;
     v_min_snr) echo "train.loss_weighting=min_snr" ;;
+    v_bf16) echo "train.precision=bf16" ;;  # needs a CPU with native bf16 (or a GPU) to be faster
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }
@@ -38,7 +40,7 @@ for v in "$@"; do
   echo "== $v: ${sets:-(no overrides)}"
   # shellcheck disable=SC2086
   $py -m ddpmlib.train --config configs/mnist_cpu.json --out "$dir" --set train.max_steps="$steps" train.max_minutes=null \
-    train.num_threads="$threads" train.snapshot_minutes=[] train.sample_every=0 train.checkpoint_every="$steps" $sets
+    train.num_threads="$threads" train.precision="$precision" train.snapshot_minutes=[] train.sample_every=0 train.checkpoint_every="$steps" $sets
   $py -m ddpmlib.evaluate --checkpoint "$dir/checkpoint" --sampler ddim --steps 20 --guidance 0 \
     --num-samples "$n" --seed 0 --threads "$threads" --no-full-baseline --no-progress --json "$dir/eval.json"
 done

@@ -10,7 +10,16 @@ from ddpmlib.checkpoint import CheckpointError, read_tensors
 from ddpmlib.data import MNISTNotFoundError, load_mnist
 from ddpmlib.pipeline import load_pipeline
 from ddpmlib.schedules import NoiseSchedule
-from ddpmlib.train import TrainConfig, diffusion_loss, export, loss_weights, lr_at, sample_timesteps, train
+from ddpmlib.train import (
+    TrainConfig,
+    diffusion_loss,
+    export,
+    loss_weights,
+    lr_at,
+    sample_timesteps,
+    train,
+    use_channels_last,
+)
 
 
 def tiny_data(n=32, seed=0):
@@ -215,3 +224,15 @@ def test_weighted_loss_equals_the_weighted_mean_of_per_example_errors():
     w = loss_weights(schedule, t, "min_snr", "eps")
     assert (w < 1).any(), "the batch should hold a near-clean step for this check to mean something"
     torch.testing.assert_close(weighted, (w * err).mean())
+
+
+def test_channels_last_auto_follows_the_device_and_precision():
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    assert use_channels_last("auto", cpu, None)  # fp32 on the CPU: faster with channels_last
+    assert not use_channels_last("auto", cpu, torch.bfloat16)  # bf16 autocast on the CPU: slower with it
+    assert use_channels_last("auto", cuda, torch.bfloat16)
+    assert not use_channels_last("auto", mps, None)
+    assert use_channels_last("on", cpu, torch.bfloat16)
+    assert not use_channels_last("off", cuda, None)
+    with pytest.raises(ValueError, match="channels_last must be auto, on or off"):
+        use_channels_last("yes", cpu, None)
