@@ -3,7 +3,8 @@
 # then score its EMA weights (DDIM-20, unguided, N samples). Usage:
 #   DDPM_DATA_ROOT=../shared/data bash scripts/ablations.sh VARIANT [VARIANT ...]
 # STEPS (default 1000), N (default 500), THREADS (default 1: two variants can run side by side),
-# OUT (default runs/ablations), PRECISION (default fp32, so that runs on CPUs with and without native bf16 compare). Results: $OUT/<variant>/eval.json; summary: scripts/ablation_table.py.
+# OUT (default runs/ablations), PRECISION (default fp32, so that runs on CPUs with and without native bf16
+# compare). Results: $OUT/<variant>/eval.json; summary: scripts/ablation_table.py.
 set -euo pipefail
 steps=${STEPS:-1000}
 n=${N:-500}
