@@ -15,7 +15,10 @@ N samples are drawn with labels balanced over the 10 classes (label i % 10 for s
    It depends on the feature extractor and, through the bias of the covariance estimate, on N, so it
    is always reported next to the real-vs-real baseline: N training images (balanced over the classes,
    like the samples) against the same test set; also at N = 10,000. A perfect model scores the baseline.
-3. Memorisation: the L2 distance (pixels in [0, 1]) of every sample to its nearest training image,
+3. Real vs generated (``--discriminator``): the held-out accuracy of a small CNN trained to tell N/2
+   generated digits from N/2 real training digits (``ddpmlib.discriminator``), with a Wilson interval:
+   50% means it cannot tell them apart. Harder to fool than the classifier, which recognises ugly digits.
+4. Memorisation: the L2 distance (pixels in [0, 1]) of every sample to its nearest training image,
    compared with the same distance for N (at most 5,000) test images, which the model has never
    seen. A ratio of medians well below 1, or distances near 0, mean the model copies training digits.
 
@@ -309,6 +312,14 @@ def evaluate(
     return result, images, labels
 
 
+def evaluate_discriminator(images: torch.Tensor, ref: MNISTReference, seed: int = 0, steps: int = 400) -> dict:
+    """Real-vs-generated discriminator (``ddpmlib.discriminator``) against as many balanced training digits."""
+    from .discriminator import real_vs_generated
+
+    idx = balanced_subset(ref.train_labels, len(images), seed=BASELINE_SEED + 1)
+    return real_vs_generated(ref.train_images[idx], images, steps=steps, seed=seed, device=ref.device)
+
+
 def format_report(r: dict) -> str:
     acc, fd, mem = r["accuracy"], r["frechet_distance"], r["memorisation"]
     n = r["num_samples"]
@@ -330,6 +341,15 @@ def format_report(r: dict) -> str:
         f"  nearest training image (L2, pixels in [0,1])  generated: median {mem['generated_median']:.3f} "
         f"mean {mem['generated_mean']:.3f} min {mem['generated_min']:.3f} | test: median {mem['test_median']:.3f} "
         f"mean {mem['test_mean']:.3f} | ratio of medians {mem['ratio_of_medians']:.3f}",
+    ]
+    if r.get("discriminator"):
+        d = r["discriminator"]
+        lo, hi = d["interval"]
+        lines.append(
+            f"  real vs generated     discriminator accuracy {100 * d['accuracy']:.1f}% "
+            f"(95% CI {100 * lo:.1f}-{100 * hi:.1f}; 50% = indistinguishable, {d['total']} held-out digits)"
+        )
+    lines += [
         f"  time                  generation {r['timing_s']['generation']:.1f} s, "
         f"evaluation {r['timing_s']['evaluation']:.1f} s",
     ]
@@ -365,6 +385,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-root", default=None, help="MNIST root (default: $DDPM_DATA_ROOT or ./data)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--discriminator", action="store_true", help="also train a real-vs-generated discriminator and report it"
+    )
     p.add_argument("--no-full-baseline", action="store_true", help=f"skip the baseline at N={FULL_BASELINE_N}")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--grid", default=None, metavar="PNG", help="also save 10 samples per class, one row per digit")
@@ -394,6 +417,8 @@ def main(argv: list[str] | None = None) -> None:
             not args.no_full_baseline,
             not args.no_progress,
         )
+        if args.discriminator:
+            result["discriminator"] = evaluate_discriminator(images, ref, seed=args.seed)
     except (CheckpointError, MNISTNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     result = {

@@ -170,8 +170,12 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach(), 1 - decay)
+    """ema <- decay * ema + (1 - decay) * model for every parameter (one fused call); buffers such as
+    BatchNorm's running statistics are copied, since they are averages already."""
+    ema_params = [e for e in ema.parameters()]
+    torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
 
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
