@@ -36,7 +36,7 @@ def tiny_data(n=32, seed=0):
 
 
 def tiny_config(**train):
-    model = tiny_unet_config(image_size=8, num_classes=2).to_dict()
+    model = tiny_unet_config(image_size=8, num_classes=2, num_timesteps=50).to_dict()
     t = dict(batch_size=8, max_steps=40, lr=3e-3, warmup_steps=5, log_every=5, sample_every=0, checkpoint_every=10)
     t.update(train)
     return {"model": model, "diffusion": {"schedule": "linear", "T": 50}, "train": t}
