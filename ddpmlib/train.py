@@ -335,8 +335,6 @@ class Run:
     device: torch.device
     amp: torch.dtype | None  # autocast dtype, None for fp32
     channels_last: bool
-    images: torch.Tensor
-    labels: torch.Tensor
     schedule: NoiseSchedule
     model: UNet  # the raw weights (what the optimizer updates)
     net: torch.nn.Module  # ``model``, wrapped in DistributedDataParallel under torchrun
@@ -345,6 +343,8 @@ class Run:
     start: int = 0  # the first step to run (the checkpoint's step when resuming)
     last_saved: int | None = None  # the step of the newest checkpoint in ckpt_dir, if any
     loss_kwargs: dict = field(default_factory=dict)
+    images: torch.Tensor | None = None  # the training set, on ``device``
+    labels: torch.Tensor | None = None
 
     @property
     def ckpt_dir(self) -> Path:
@@ -460,17 +460,6 @@ def setup(
     amp = autocast_dtype(cfg.precision, dev)
     channels_last = use_channels_last(cfg.channels_last, dev, amp)
 
-    if data is None:
-        from .data import load_mnist
-
-        data = load_mnist(train=True, root=data_root)
-    images, labels = data
-    if images.shape[1:] != (model_cfg.image_channels, model_cfg.image_size, model_cfg.image_size):
-        raise ConfigError(
-            f"the images are {tuple(images.shape[1:])} but the model expects "
-            f"({model_cfg.image_channels}, {model_cfg.image_size}, {model_cfg.image_size})"
-        )
-
     torch.manual_seed(cfg.seed)  # the initial weights depend only on the seed (the same on every rank)
     model = UNet(model_cfg).to(dev)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -484,17 +473,34 @@ def setup(
         )
     run = Run(
         model_cfg, diff_cfg, cfg, config_dict(model_cfg, diff_cfg, cfg), out_dir, dist_, dev, amp, channels_last,
-        images.to(dev), labels.to(dev), NoiseSchedule.from_name(diff_cfg.schedule, diff_cfg.T),
-        model, net, ema, opt, loss_kwargs=loss_options(cfg, diff_cfg, model_cfg.num_classes),
+        NoiseSchedule.from_name(diff_cfg.schedule, diff_cfg.T), model, net, ema, opt,
+        loss_kwargs=loss_options(cfg, diff_cfg, model_cfg.num_classes),
     )  # fmt: skip
     if resume:
         load_resume_state(run)
         if dist_.is_main:
             print(f"resumed from {run.ckpt_dir} at step {run.start}", file=sys.stderr)
+    run.images, run.labels = training_data(run, data, data_root)  # after the checks above: they fail fast
     if dist_.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     prepare_log(run)
     return run
+
+
+def training_data(run: Run, data, data_root) -> tuple[torch.Tensor, torch.Tensor]:
+    """``data`` or MNIST's training split, on the run's device, checked against the model's image shape."""
+    if data is None:
+        from .data import load_mnist
+
+        data = load_mnist(train=True, root=data_root)
+    images, labels = data
+    cfg = run.model_cfg
+    if tuple(images.shape[1:]) != (cfg.image_channels, cfg.image_size, cfg.image_size):
+        raise ConfigError(
+            f"the images are {tuple(images.shape[1:])} but the model expects "
+            f"({cfg.image_channels}, {cfg.image_size}, {cfg.image_size}): set model.image_size/image_channels"
+        )
+    return images.to(run.device), labels.to(run.device)
 
 
 # --- one step, logging, checkpointing ----------------------------------------------------------------------
