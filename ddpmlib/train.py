@@ -583,8 +583,23 @@ def log_step(run: Run, done: int, losses: list[float], seconds: float, elapsed: 
     return f"loss={mean_loss:.4f} img/s={images_per_s:.0f}"
 
 
+def check_ranks_agree(run: Run) -> None:
+    """Under torchrun: every rank must hold the same weights and EMA weights (compared by checksums)."""
+    if run.dist.world_size == 1:
+        return
+    with torch.no_grad():
+        sums = torch.stack([sum(p.double().sum() for p in m.parameters()) for m in (run.model, run.ema)]).to(run.device)
+    gathered = [torch.zeros_like(sums) for _ in range(run.dist.world_size)]
+    dist.all_gather(gathered, sums)
+    if any(not torch.equal(g, gathered[0]) for g in gathered):
+        raise RuntimeError(
+            f"the ranks hold different weights or EMA weights (checksums {[g.tolist() for g in gathered]})"
+        )
+
+
 def save(run: Run, step: int) -> None:
     """Rank 0 writes the training checkpoint (raw weights, EMA, optimizer), all or nothing."""
+    check_ranks_agree(run)
     if run.dist.is_main:
         save_checkpoint(run.ckpt_dir, run.config, run.ema, run.model, run.opt, step)
     run.last_saved = step
