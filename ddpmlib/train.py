@@ -450,10 +450,18 @@ def setup(
     overwrite: bool = False,
     device: str | None = None,
 ) -> Run:
-    """Check the config and the output directory, load the data, build model, EMA and optimizer, resume."""
+    """Check the config and the output directory, build model, EMA and optimizer, resume, load the data."""
     model_cfg, diff_cfg, cfg = build_configs(raw_config)  # every setting checked before anything is written
-    out_dir = Path(out_dir)
     dist_, dev = setup_distributed(device)
+    try:
+        return _setup(model_cfg, diff_cfg, cfg, Path(out_dir), dist_, dev, data, data_root, resume, overwrite)
+    except BaseException:
+        if dist_.started_here and dist.is_initialized():
+            dist.destroy_process_group()
+        raise
+
+
+def _setup(model_cfg, diff_cfg, cfg, out_dir, dist_, dev, data, data_root, resume, overwrite) -> Run:
     check_out_dir(out_dir, resume, overwrite, dist_)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -499,6 +507,13 @@ def training_data(run: Run, data, data_root) -> tuple[torch.Tensor, torch.Tensor
         raise ConfigError(
             f"the images are {tuple(images.shape[1:])} but the model expects "
             f"({cfg.image_channels}, {cfg.image_size}, {cfg.image_size}): set model.image_size/image_channels"
+        )
+    if len(images) == 0 or len(labels) != len(images):
+        raise ConfigError(f"the training data must be images with one label each, got {len(images)} and {len(labels)}")
+    if labels.min() < 0 or labels.max() >= cfg.num_classes:
+        raise ConfigError(
+            f"the labels go from {int(labels.min())} to {int(labels.max())}, but model.num_classes={cfg.num_classes} "
+            f"allows 0..{cfg.num_classes - 1}"
         )
     return images.to(run.device), labels.to(run.device)
 

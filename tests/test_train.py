@@ -399,3 +399,12 @@ def test_cli_works_from_another_directory(tmp_path):
         timeout=300,
     )
     assert r.returncode == 1 and r.stderr == "error: train.log_every must be an integer >= 1, got 0\n", r.stderr
+
+
+def test_data_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
+    x, y = tiny_data()
+    with pytest.raises(ConfigError, match=r"the labels go from 0 to 2, but model.num_classes=2 allows 0..1"):
+        train(tiny_config(), tmp_path, data=(x, y.clamp(max=1) * 2), progress=False)
+    with pytest.raises(ConfigError, match=r"the images are \(1, 4, 4\) but the model expects \(1, 8, 8\)"):
+        train(tiny_config(), tmp_path, data=(x[:, :, :4, :4], y), progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing written
