@@ -680,7 +680,13 @@ def _loop(run: Run, stop_step: int | None, progress: bool) -> Path:
     snapshots = sorted(cfg.snapshot_minutes)
     t0 = last_log_t = time.time()
     losses: list[float] = []
-    bar = tqdm(range(run.start, cfg.max_steps), initial=run.start, total=cfg.max_steps, disable=not (progress and main))
+    bar = tqdm(
+        range(run.start, cfg.max_steps),
+        initial=run.start,
+        total=cfg.max_steps,
+        disable=not (progress and main),
+        desc="train",
+    )
     run.net.train()
     done = run.start
     for step in bar:
