@@ -76,6 +76,29 @@ def test_a_killed_two_process_run_resumes_bit_for_bit(two_processes):
     assert not (two_processes / "full" / "samples").exists()  # rank 0 writes; sample_every=0 here
 
 
+@pytest.mark.parametrize("timestep_sampling", ["uniform", "stratified"])
+def test_the_shards_of_a_batch_average_to_the_loss_of_the_whole_batch(timestep_sampling):
+    """diffusion_loss(shard=(r, W)) draws t, eps and label dropout for the global batch and uses slice r."""
+    from ddpmlib.schedules import NoiseSchedule
+    from ddpmlib.train import diffusion_loss
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(**tiny_config()["model"])).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    schedule = NoiseSchedule.from_name("linear", 50)
+    x, y = tiny_data(3 * B)
+    kw = dict(p_uncond=0.3, null_label=2, timestep_sampling=timestep_sampling, weighting="min_snr")
+    whole = diffusion_loss(net, schedule, x, y, torch.Generator().manual_seed(5), **kw)
+    parts = [
+        diffusion_loss(net, schedule, x[r * B : (r + 1) * B], y[r * B : (r + 1) * B], torch.Generator().manual_seed(5),
+                       shard=(r, 3), **kw)
+        for r in range(3)
+    ]  # fmt: skip
+    torch.testing.assert_close(sum(parts) / 3, whole, rtol=1e-6, atol=0)
+
+
 def test_torchrun_command(tmp_path, mnist_root):
     """The documented command, end to end: torchrun, two CPU processes, gloo, two steps on MNIST."""
     overrides = [
