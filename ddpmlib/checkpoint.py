@@ -9,16 +9,17 @@ A checkpoint is a directory:
 
 A checkpoint is saved all or nothing, in three phases (a write-ahead scheme, as databases use):
 
-1. every file is written (and flushed to disk) into ``<dir>/.pending/``; the previous checkpoint is untouched;
+1. every file, and ``files.json`` listing them, is written (and flushed to disk) into ``<dir>/.pending/``;
+   the previous checkpoint is untouched;
 2. ``.pending`` is renamed to ``.commit``: one atomic rename, the moment the new checkpoint exists;
-3. the files are moved from ``.commit/`` into ``<dir>``, stale checkpoint files are removed, and
-   ``.commit`` is deleted.
+3. the files are moved from ``.commit/`` into ``<dir>`` (config.json last), checkpoint files that the
+   new checkpoint does not have are removed, and ``.commit`` is deleted.
 
-A process killed in phase 1 leaves a ``.pending`` folder that the next save or load deletes (the previous
-checkpoint is still whole); killed in phase 3, it leaves a ``.commit`` folder that the next save or load
-finishes moving (``recover``). So a reader sees either the old checkpoint or the new one, never a mix.
-Other files in the directory (a README, evaluation results) are left alone. Tensors that are not finite
-are never written and never loaded.
+A process killed in phase 1 leaves a ``.pending`` folder, which readers ignore and the next save (or
+``--resume``) deletes: the previous checkpoint is still whole. Killed in phase 3, it leaves a ``.commit``
+folder, which the next save, resume or load finishes moving (``recover``). So a reader sees either the
+old checkpoint or the new one, never a mix. Other files in the directory (a README, evaluation results)
+are left alone. Tensors that are not finite are never written and never loaded.
 """
 
 from __future__ import annotations
