@@ -408,3 +408,20 @@ def test_data_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"the images are \(1, 4, 4\) but the model expects \(1, 8, 8\)"):
         train(tiny_config(), tmp_path, data=(x[:, :, :4, :4], y), progress=False)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_relative_data_root_means_the_same_folder_from_the_notebooks(tmp_path, monkeypatch):
+    """DDPM_DATA_ROOT=../shared/data, set for `make test` in the repository, also works from notebooks/."""
+    import ddpmlib.data as data
+
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "MNIST").mkdir(parents=True)
+    monkeypatch.setattr(data, "REPO_ROOT", repo)
+    monkeypatch.setenv("DDPM_DATA_ROOT", "../shared/data")
+    monkeypatch.chdir(repo)
+    assert data.data_root() == tmp_path / "shared" / "data"
+    monkeypatch.chdir(repo / "notebooks")
+    assert data.data_root() == tmp_path / "shared" / "data"
+    monkeypatch.delenv("DDPM_DATA_ROOT")
+    assert data.data_root() == repo / "data"  # the default: data/ in the repository, wherever we are
