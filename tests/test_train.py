@@ -290,6 +290,16 @@ def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(tmp_path, file, edit,
         train(tiny_config(max_steps=4), tmp_path, data=tiny_data(), progress=False, resume=True)
 
 
+def test_resume_from_a_partial_checkpoint_is_a_clear_error(tmp_path):
+    train(tiny_config(max_steps=2, checkpoint_every=2), tmp_path, data=tiny_data(), progress=False)
+    (tmp_path / "checkpoint" / "optimizer.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"optimizer.safetensors does not exist"):
+        train(tiny_config(max_steps=4), tmp_path, data=tiny_data(), progress=False, resume=True)
+    export(tmp_path / "checkpoint", tmp_path / "checkpoint")  # now an inference-only (EMA) checkpoint
+    with pytest.raises(CheckpointError, match=r"holds only EMA weights \(an exported checkpoint\)"):
+        train(tiny_config(max_steps=4), tmp_path, data=tiny_data(), progress=False, resume=True)
+
+
 # --- non-finite and diverging training --------------------------------------------------------------------------
 
 
