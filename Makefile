@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DATA ?= $(if $(DDPM_DATA_ROOT),$(DDPM_DATA_ROOT),$(if $(wildcard ../shared/data/MNIST/raw),../shared/data,data))
+# absolute, so that the notebooks (working directory notebooks/) and the tests read the same folder
+DATA ?= $(abspath $(if $(DDPM_DATA_ROOT),$(DDPM_DATA_ROOT),$(if $(wildcard ../shared/data/MNIST/raw),../shared/data,data)))
 
 .PHONY: setup demo test test-lib test-notebooks lint format notebooks bench clean
 

@@ -6,10 +6,11 @@ Modules, one concept each:
     unet       the class-conditional U-Net eps_theta(x_t, t, y)
     samplers   DDPM (Algorithm 2) and DDIM samplers, classifier-free guidance, the sampling loop
     data       MNIST loading
-    checkpoint safetensors + JSON checkpoints, ``load_pipeline``
+    checkpoint safetensors + JSON checkpoints, saved all or nothing
+    config     the run's model / diffusion / train settings, read from JSON and checked
     pipeline   a trained model plus its schedule: ``generate(...)`` in one call
     likelihood the variational bound (ELBO) in bits per dimension
-    train      Algorithm 1 (``python -m ddpmlib.train``)
+    train      Algorithm 1 (``python -m ddpmlib.train``, or ``torchrun ... -m ddpmlib.train``)
     evaluate   classifier accuracy, Frechet distance, memorisation (``python -m ddpmlib.evaluate``)
 """
 

@@ -15,10 +15,11 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from .checkpoint import CheckpointError, load_weights, read_config, read_tensors
+from .config import ConfigError, checkpoint_configs
 from .diffusion import model_output_to_x0_eps
 from .samplers import make_sampler, sample_iter
 from .schedules import NoiseSchedule
-from .unet import UNet, UNetConfig
+from .unet import UNet
 
 # ``checkpoints/mnist`` in the repository: the model trained on the CPU and shipped with the project
 SHIPPED_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "mnist")
@@ -133,18 +134,17 @@ def build_pipeline(
     config: dict, tensors: dict[str, torch.Tensor], source: str = "checkpoint", use_ema: bool = True, device=None
 ) -> DDPMPipeline:
     try:
-        model_cfg = UNetConfig(**config["model"])
-        diffusion = config["diffusion"]
-        schedule = NoiseSchedule.from_name(diffusion.get("schedule", "linear"), int(diffusion.get("T", 1000)))
-    except (TypeError, ValueError, KeyError) as e:
+        model_cfg, diffusion = checkpoint_configs(config)  # every setting checked (ddpmlib.config)
+    except ConfigError as e:
         raise CheckpointError(f"the config in {source} does not describe a valid model: {e}") from None
+    schedule = NoiseSchedule.from_name(diffusion.schedule, diffusion.T)
     model = UNet(model_cfg)
     prefix = "ema" if use_ema or not any(k.startswith("model.") for k in tensors) else "model"
     load_weights(model, tensors, prefix, source)
     dev = pick_device(device)
     # channels_last: 10-20% faster sampling on CPUs and on CUDA (measured in scripts/bench.py)
     model.to(dev, memory_format=torch.channels_last if dev.type in ("cpu", "cuda") else torch.contiguous_format)
-    return DDPMPipeline(model, schedule, diffusion.get("prediction_type", "eps"), config)
+    return DDPMPipeline(model, schedule, diffusion.prediction_type, config)
 
 
 def load_pipeline(path: str | os.PathLike = SHIPPED_CHECKPOINT, device=None, use_ema: bool = True) -> DDPMPipeline:

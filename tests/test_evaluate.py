@@ -1,7 +1,6 @@
 """Evaluation (ddpmlib.evaluate): accuracy, Frechet distance, memorisation and the command."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,32 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_checkpoint
 
 from ddpmlib import evaluate as ev
-from ddpmlib.checkpoint import save_checkpoint
 from ddpmlib.classifier import SHIPPED_CLASSIFIER, ClassifierConfig, MNISTClassifier, save_classifier
 from ddpmlib.pipeline import load_pipeline
-from ddpmlib.unet import UNet, UNetConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def mnist_root() -> str:
-    root = os.environ.get("DDPM_DATA_ROOT")
-    if not root or not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip("needs MNIST: set DDPM_DATA_ROOT to a directory holding MNIST/raw/*-ubyte (CI: ../shared/data)")
-    return root
-
-
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    """A random-init conditional U-Net with T = 20: fast to sample, draws noise."""
-    torch.manual_seed(0)
-    cfg = UNetConfig(base_channels=8, channel_mults=(1, 2), attention_resolutions=(), groups=4)
-    directory = tmp_path_factory.mktemp("tiny") / "ckpt"
-    config = {"model": cfg.to_dict(), "diffusion": {"schedule": "linear", "T": 20, "prediction_type": "eps"}}
-    save_checkpoint(directory, config, ema_model=UNet(cfg))
-    return directory
+    """A random tiny conditional U-Net with T = 20: fast to sample, draws noise."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", T=20)
 
 
 # --- the measures on hand-made inputs ----------------------------------------------------------------
@@ -122,9 +108,9 @@ def test_generate_samples_is_reproducible(tiny_checkpoint):
 # --- against real MNIST ------------------------------------------------------------------------------
 
 
-def test_training_digits_score_like_real_data_and_are_flagged_as_copies():
-    ref = ev.load_reference(SHIPPED_CLASSIFIER, mnist_root())
-    assert ev.load_reference(SHIPPED_CLASSIFIER, mnist_root()) is ref  # cached per process
+def test_training_digits_score_like_real_data_and_are_flagged_as_copies(mnist_root):
+    ref = ev.load_reference(SHIPPED_CLASSIFIER, mnist_root)
+    assert ev.load_reference(SHIPPED_CLASSIFIER, mnist_root) is ref  # cached per process
     idx = ev.balanced_subset(ref.train_labels, 300, seed=1)
     r = ev.evaluate_samples(ref.train_images[idx], ref.train_labels[idx], ref, full_baseline=False)
     assert r["accuracy"]["overall"] >= 0.98
@@ -192,8 +178,8 @@ def test_cli_bad_steps(tiny_checkpoint):
     assert "between 1 and 20" in str(e.value.code)
 
 
-def test_cli_end_to_end(tiny_checkpoint, tmp_path, capsys):
-    root = mnist_root()
+def test_cli_end_to_end(tiny_checkpoint, tmp_path, capsys, mnist_root):
+    root = mnist_root
     ev.main(
         [
             "--checkpoint",
