@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .diffusion import PREDICTION_TYPES
+from .diffusion import PREDICTION_TYPES, posterior_mean, posterior_variance, x0_eps_from_model_output
 from .schedules import NoiseSchedule
 
 SAMPLERS = ("ddpm", "ddim")
@@ -90,21 +90,9 @@ class Sampler:
         return self._ab[t], (self._ab[prev] if prev >= 0 else 1.0), prev
 
     def _x0_eps(self, model_output: torch.Tensor, t: int, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted x_0 and eps from the model output (Eq. 4 solved for the unknown; v as in Salimans & Ho).
-        With clipping, eps is recomputed from the clipped x_0 so that the pair stays consistent."""
-        ab = self._ab[int(t)]
-        sqrt_ab, sqrt_1m_ab = math.sqrt(ab), math.sqrt(1 - ab)
-        if self.prediction_type == "eps":
-            x0 = (x_t - sqrt_1m_ab * model_output) / sqrt_ab
-        elif self.prediction_type == "x0":
-            x0 = model_output
-        else:  # v
-            x0 = sqrt_ab * x_t - sqrt_1m_ab * model_output
-        if self.clip_x0:
-            x0 = x0.clamp(-1.0, 1.0)
-        if self.prediction_type == "eps" and not self.clip_x0:
-            return x0, model_output
-        return x0, (x_t - sqrt_ab * x0) / sqrt_1m_ab
+        """Predicted x_0 and eps from the model output (``ddpmlib.diffusion.x0_eps_from_model_output``),
+        x_0 clipped to [-1, 1] if ``clip_x0`` (eps then recomputed from it)."""
+        return x0_eps_from_model_output(model_output, x_t, self._ab[int(t)], self.prediction_type, self.clip_x0)
 
     @staticmethod
     def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -129,18 +117,16 @@ class DDPMSampler(Sampler):
     def step(
         self, model_output: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None = None
     ) -> StepOutput:
-        # 1. alpha_bar of this step and the next, and the (respaced) beta_t, alpha_t
+        # 1. alpha_bar of this step and the next (the respaced beta_t = 1 - alpha_bar_t / alpha_bar_prev)
         ab_t, ab_prev, prev = self._alpha_bars(t)
-        beta_t = 1 - ab_t / ab_prev
-        alpha_t = 1 - beta_t
         # 2. predicted x_0 (Eq. 15), clipped to [-1, 1]
         x0, _ = self._x0_eps(model_output, t, x_t)
         # 3. posterior mean mu_tilde_t(x_t, x_0) (Eq. 7)
-        mean = (math.sqrt(ab_prev) * beta_t / (1 - ab_t)) * x0 + (math.sqrt(alpha_t) * (1 - ab_prev) / (1 - ab_t)) * x_t
+        mean = posterior_mean(x0, x_t, ab_t, ab_prev)
         if prev < 0:  # the last step returns the mean (Algorithm 2: z = 0 when t = 1)
             return StepOutput(mean, x0)
-        # 4. add noise with variance sigma_t^2
-        var = beta_t if self.variance == "beta" else beta_t * (1 - ab_prev) / (1 - ab_t)
+        # 4. add noise with variance sigma_t^2: beta_t or beta_tilde_t (Eq. 7)
+        var = 1 - ab_t / ab_prev if self.variance == "beta" else posterior_variance(ab_t, ab_prev)
         return StepOutput(mean + math.sqrt(var) * self._noise(x_t, generator), x0)
 
 
@@ -166,7 +152,7 @@ class DDIMSampler(Sampler):
         # 2. predicted x_0 and the eps consistent with it
         x0, eps = self._x0_eps(model_output, t, x_t)
         # 3. sigma_t(eta), Eq. 16
-        var = self.eta**2 * (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
+        var = self.eta**2 * posterior_variance(ab_t, ab_prev)
         # 4. Eq. 12: point back towards x_t, plus fresh noise
         prev_sample = math.sqrt(ab_prev) * x0 + math.sqrt(max(0.0, 1 - ab_prev - var)) * eps
         if prev >= 0 and self.eta > 0:
