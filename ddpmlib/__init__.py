@@ -14,7 +14,15 @@ Modules, one concept each:
 """
 
 from .diffusion import q_posterior_mean_variance, q_sample
-from .samplers import DDIMSampler, DDPMSampler, DPMSolverPPSampler, make_sampler, sample, sample_iter
+from .samplers import (
+    DDIMSampler,
+    DDPMSampler,
+    DPMSolverPPSampler,
+    SamplingOptions,
+    make_sampler,
+    sample,
+    sample_iter,
+)
 from .schedules import NoiseSchedule, make_betas
 from .unet import UNet, UNetConfig
 
@@ -25,6 +33,7 @@ __all__ = [
     "DDPMSampler",
     "DPMSolverPPSampler",
     "NoiseSchedule",
+    "SamplingOptions",
     "UNet",
     "UNetConfig",
     "make_betas",

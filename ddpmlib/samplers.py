@@ -7,7 +7,9 @@ Samplers hold no network. The interface (as in widely used diffusion libraries):
         eps = model(x, t, y)
         x, x0_pred = sampler.step(eps, t, x, generator)
 
-``sample()`` below is that loop, plus labels, classifier-free guidance and a per-step callback.
+``sample_iter()`` below is that loop, plus labels and classifier-free guidance, as a generator; ``sample()``
+runs it to the end. ``SamplingOptions`` holds the user's choices (sampler, steps, guidance, eta, variance,
+seed) and checks them; ``make_sampler`` builds the sampler they describe.
 
 Strided sampling (n < T) uses the sub-sequence tau = (tau_n > ... > tau_1) of tensor indices chosen
 by ``set_timesteps`` and the respaced process whose cumulative products are alpha_bar_{tau_i}
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -249,22 +252,119 @@ class DPMSolverPPSampler(Sampler):
         return StepOutput(prev_sample, x0)
 
 
-def make_sampler(name: str, schedule: NoiseSchedule, num_steps: int | None = None, **kwargs) -> Sampler:
-    """``make_sampler("ddim", schedule, 50, eta=0.0)``; ``num_steps`` defaults to T."""
-    if name == "ddpm":
-        kwargs.pop("eta", None)
-        sampler = DDPMSampler(schedule, **kwargs)
-    elif name == "ddim":
-        kwargs.pop("variance", None)
-        sampler = DDIMSampler(schedule, **kwargs)
-    elif name == "dpmpp":
-        kwargs.pop("variance", None)
-        kwargs.pop("eta", None)
-        sampler = DPMSolverPPSampler(schedule, **kwargs)
+VARIANCES = ("beta_tilde", "beta")  # DDPM's sigma_t^2 (Ho et al. 2020, Sec. 3.2)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to sample, checked on construction (a clear ``ValueError`` for anything invalid).
+
+    * ``sampler``         "ddpm" (Algorithm 2), "ddim" or "dpmpp" (DPM-Solver++(2M)); see ``SAMPLER_NAMES``
+    * ``steps``           number of denoising steps (at most T, which ``make_sampler`` checks against the schedule)
+    * ``guidance_scale``  w >= 0 of classifier-free guidance: (1 + w) eps(x, y) - w eps(x, null); 0 = none
+    * ``eta``             DDIM only: 0 deterministic ... 1 as much noise as DDPM
+    * ``variance``        DDPM only: sigma_t^2 = "beta_tilde" (the default when None) or "beta"
+    * ``seed``            seed of the generator that draws x_T and the noise (None: 0, or the caller's generator)
+
+    An option that does not apply to the chosen sampler (``eta`` other than 0 for DDPM or DPM-Solver++,
+    ``variance`` for DDIM or DPM-Solver++) is an error, not silently ignored.
+    """
+
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance_scale: float = 0.0
+    eta: float = 0.0
+    variance: str | None = None
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if not _is_int(self.steps) or self.steps < 1:
+            raise ValueError(f"the number of sampling steps must be a positive integer, got {self.steps!r}")
+        if not _is_number(self.guidance_scale) or not 0 <= self.guidance_scale < math.inf:
+            raise ValueError(f"guidance_scale must be a number >= 0 (0: no guidance), got {self.guidance_scale!r}")
+        if not _is_number(self.eta) or not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eta must be a number between 0 and 1, got {self.eta!r}")
+        if self.eta != 0 and self.sampler != "ddim":
+            raise ValueError(
+                f"eta applies to the DDIM sampler only; {SAMPLER_NAMES[self.sampler]} got eta={self.eta!r}"
+            )
+        if self.variance is not None:
+            if self.variance not in VARIANCES:
+                raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {self.variance!r}")
+            if self.sampler != "ddpm":
+                raise ValueError(
+                    f"variance applies to the DDPM sampler only; {SAMPLER_NAMES[self.sampler]} "
+                    f"got variance={self.variance!r}"
+                )
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
+            raise ValueError(f"seed must be an integer between 0 and 2**63 - 1, got {self.seed!r}")
+        # plain Python types from here on (numpy scalars from sliders and argparse work too)
+        object.__setattr__(self, "steps", int(self.steps))
+        object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
+        object.__setattr__(self, "eta", float(self.eta))
+        if self.seed is not None:
+            object.__setattr__(self, "seed", int(self.seed))
+
+    @classmethod
+    def resolve(cls, options: SamplingOptions | None = None, **keywords) -> SamplingOptions:
+        """``options``, or the options the keywords describe (the fields above; None means the default).
+        Giving both is an error, so that no keyword is silently overridden."""
+        given = {k: v for k, v in keywords.items() if v is not None}
+        if options is None:
+            return cls(**given)
+        if not isinstance(options, cls):
+            raise TypeError(f"options must be a SamplingOptions, got {type(options).__name__}")
+        if given:
+            raise ValueError(
+                f"give the sampling options either as options=SamplingOptions(...) or as keywords, not both "
+                f"(got options and {', '.join(given)})"
+            )
+        return options
+
+
+def make_sampler(
+    name: str | SamplingOptions,
+    schedule: NoiseSchedule,
+    num_steps: int | None = None,
+    *,
+    eta: float | None = None,
+    variance: str | None = None,
+    prediction_type: str = "eps",
+    clip_x0: bool = True,
+) -> Sampler:
+    """The sampler that ``SamplingOptions`` describe, with its timesteps set:
+
+        make_sampler("ddim", schedule, 50, eta=0.5)                       # name, steps (default T), options
+        make_sampler(SamplingOptions("dpmpp", steps=10), schedule)        # or the options themselves
+
+    ``guidance_scale`` and ``seed`` of the options belong to the sampling loop (``sample_iter``), not to the
+    sampler. Options that do not apply to the sampler raise ``ValueError`` (see ``SamplingOptions``).
+    """
+    if isinstance(name, SamplingOptions):
+        if num_steps is not None or eta is not None or variance is not None:
+            raise ValueError("give make_sampler either SamplingOptions or num_steps/eta/variance, not both")
+        options = name
     else:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    if num_steps is not None:
-        sampler.set_timesteps(num_steps)
+        steps = schedule.T if num_steps is None else num_steps
+        options = SamplingOptions(sampler=name, steps=steps, eta=0.0 if eta is None else eta, variance=variance)
+    kwargs = dict(prediction_type=prediction_type, clip_x0=clip_x0)
+    if options.sampler == "ddpm":
+        sampler = DDPMSampler(schedule, variance=options.variance or "beta_tilde", **kwargs)
+    elif options.sampler == "ddim":
+        sampler = DDIMSampler(schedule, eta=options.eta, **kwargs)
+    else:
+        sampler = DPMSolverPPSampler(schedule, **kwargs)
+    sampler.set_timesteps(options.steps)
     return sampler
 
 
@@ -285,6 +385,14 @@ def guided_model_output(
     return (1 + guidance_scale) * cond - guidance_scale * uncond
 
 
+class SampleState(NamedTuple):
+    """One item of ``sample_iter``: the state of the reverse process."""
+
+    t: int | None  # the timestep (tensor index) just taken; None for the starting sample
+    x: torch.Tensor  # the sample after that step, x_{t_prev} (x_0 after the last); x_T / x_start at the start
+    pred_x0: torch.Tensor | None  # the model's estimate of x_0 at step t; None at the start
+
+
 @torch.no_grad()
 def sample_iter(
     model: Callable,
@@ -292,14 +400,22 @@ def sample_iter(
     shape: tuple[int, ...],
     labels: torch.Tensor | None = None,
     guidance_scale: float = 0.0,
+    *,
     generator: torch.Generator | None = None,
     x_start: torch.Tensor | None = None,
     null_label: int | None = None,
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Run the reverse process and yield ``(t, x_prev, pred_x0)`` after every step.
+    yield_start: bool = True,
+) -> Iterator[SampleState]:
+    """Run the reverse process, yielding ``SampleState(t, x, pred_x0)`` named tuples:
+
+    1. first (unless ``yield_start=False``) the starting sample: ``(None, x_T, None)``, where x_T is the noise
+       drawn from ``generator`` (or ``x_start``), so a caller can show it without drawing it again;
+    2. then one item after every step t of ``sampler.timesteps``: ``(t, x_prev, pred_x0)``. The ``x`` of
+       the last item is the result x_0 (not clamped).
 
     ``x_start`` replaces the initial noise x_T (for example a noised drawing, with
     ``sampler.set_timesteps(n, t_start)``). ``labels`` (B,) of ints; None means unconditional.
+    Nothing is kept between items: a caller that keeps only the last one holds one step in memory.
     """
     device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")
     if null_label is None:
@@ -316,21 +432,37 @@ def sample_iter(
         labels = torch.as_tensor(labels, dtype=torch.long, device=device)
         if labels.shape != (shape[0],):
             raise ValueError(f"labels must have shape ({shape[0]},), got {tuple(labels.shape)}")
+    if yield_start:
+        yield SampleState(None, x, None)
     for t in sampler.timesteps.tolist():
         tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
         out = guided_model_output(model, x, tt, labels, guidance_scale, null_label)
         x, x0 = sampler.step(out, t, x, generator=generator)
-        yield t, x, x0
+        del out  # not held while the caller looks at this step
+        yield SampleState(t, x, x0)
 
 
-def sample(model, sampler, shape, labels=None, guidance_scale=0.0, generator=None, x_start=None, callback=None):
+def sample(
+    model: Callable,
+    sampler: Sampler,
+    shape: tuple[int, ...],
+    labels: torch.Tensor | None = None,
+    guidance_scale: float = 0.0,
+    *,
+    generator: torch.Generator | None = None,
+    x_start: torch.Tensor | None = None,
+    callback: Callable | None = None,
+) -> torch.Tensor:
     """Run ``sample_iter`` to the end and return x_0 (B, C, H, W) in [-1, 1] (clamped).
 
     ``callback(i, t, x_t, pred_x0)``, if given, is called after every step i (0-based), for example to
     record the denoising trajectory.
     """
     x = None
-    for i, (t, x, x0) in enumerate(sample_iter(model, sampler, shape, labels, guidance_scale, generator, x_start)):
+    steps = sample_iter(
+        model, sampler, shape, labels, guidance_scale, generator=generator, x_start=x_start, yield_start=False
+    )
+    for i, (t, x, x0) in enumerate(steps):
         if callback is not None:
             callback(i, t, x, x0)
     return x.clamp(-1, 1)

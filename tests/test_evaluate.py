@@ -14,6 +14,7 @@ from ddpmlib import evaluate as ev
 from ddpmlib.checkpoint import save_checkpoint
 from ddpmlib.classifier import SHIPPED_CLASSIFIER, ClassifierConfig, MNISTClassifier, save_classifier
 from ddpmlib.pipeline import load_pipeline
+from ddpmlib.samplers import SamplingOptions
 from ddpmlib.unet import UNet, UNetConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,6 +118,29 @@ def test_generate_samples_is_reproducible(tiny_checkpoint):
     x2, _ = ev.generate_samples(pipe, 7, seed=1, **kw)
     x3, _ = ev.generate_samples(pipe, 7, seed=2, **kw)
     assert torch.equal(x, x2) and not torch.equal(x, x3)
+
+
+def test_generate_samples_takes_options_or_keywords_and_every_sampler(tiny_checkpoint):
+    pipe = load_pipeline(tiny_checkpoint, device="cpu")
+    x, _ = ev.generate_samples(pipe, 5, sampler="dpmpp", steps=4, batch_size=2, progress=False)
+    x2, _ = ev.generate_samples(pipe, 5, SamplingOptions("dpmpp", 4, seed=0), batch_size=2, progress=False)
+    assert torch.equal(x, x2) and x.shape == (5, 1, 28, 28)
+    x3, _ = ev.generate_samples(pipe, 5, sampler="ddpm", steps=4, variance="beta", batch_size=2, progress=False)
+    assert not torch.equal(x, x3)
+    with pytest.raises(ValueError, match="eta applies to the DDIM sampler only"):
+        ev.generate_samples(pipe, 5, sampler="dpmpp", steps=4, eta=0.5, progress=False)
+    with pytest.raises(TypeError):
+        ev.generate_samples(pipe, 5, "ddim", 4)  # the old positional form is gone
+
+
+def test_cli_rejects_options_that_do_not_apply(tiny_checkpoint):
+    for extra, message in (
+        (["--sampler", "ddpm", "--eta", "0.5"], "eta applies to the DDIM sampler only"),
+        (["--sampler", "dpmpp", "--variance", "beta"], "variance applies to the DDPM sampler only"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            ev.main(["--checkpoint", str(tiny_checkpoint), "--steps", "3", "--no-progress", *extra])
+        assert str(e.value.code).startswith(f"error: {message}")
 
 
 # --- against real MNIST ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from ddpmlib.samplers import (
     DDIMSampler,
     DDPMSampler,
     DPMSolverPPSampler,
+    SamplingOptions,
     guided_model_output,
     make_sampler,
     sample,
@@ -367,3 +368,128 @@ def test_dpmpp_with_guidance_and_labels():
     # (1 + w) eps(x*_y) - w eps(x*_null) is the exact eps of x* = (1 + w) 0.1 y - w 0.1 * 10
     expected = (1.5 * 0.1 * y - 0.5).view(-1, 1, 1, 1).expand(-1, 1, 2, 2)
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+
+
+# --- SamplingOptions, make_sampler, the sampling loop's protocol -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(sampler="euler"), "unknown sampler 'euler'; choose one of ddpm, ddim, dpmpp"),
+        (dict(steps=0), "number of sampling steps must be a positive integer, got 0"),
+        (dict(steps=2.5), "number of sampling steps must be a positive integer"),
+        (dict(steps=True), "number of sampling steps must be a positive integer"),
+        (dict(guidance_scale=-1), "guidance_scale must be a number >= 0"),
+        (dict(guidance_scale=float("nan")), "guidance_scale must be a number >= 0"),
+        (dict(guidance_scale="2"), "guidance_scale must be a number >= 0"),
+        (dict(eta=1.5), "eta must be a number between 0 and 1"),
+        (dict(sampler="ddpm", eta=0.5), "eta applies to the DDIM sampler only; DDPM got eta=0.5"),
+        (dict(sampler="dpmpp", eta=0.5), r"eta applies to the DDIM sampler only; DPM-Solver\+\+\(2M\) got eta=0.5"),
+        (dict(sampler="ddpm", variance="learned"), "variance must be 'beta' or 'beta_tilde'"),
+        (dict(sampler="ddim", variance="beta"), "variance applies to the DDPM sampler only; DDIM got"),
+        (dict(sampler="dpmpp", variance="beta_tilde"), "variance applies to the DDPM sampler only"),
+        (dict(seed=-1), "seed must be an integer between 0 and"),
+        (dict(seed=1.5), "seed must be an integer between 0 and"),
+    ],
+)
+def test_sampling_options_reject_bad_and_inapplicable_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingOptions(**kwargs)
+
+
+def test_sampling_options_and_make_sampler():
+    import numpy as np
+
+    o = SamplingOptions("ddim", np.int64(20), np.float32(0.5), eta=1, seed=np.int64(3))
+    assert (o.steps, o.guidance_scale, o.eta, o.seed) == (20, 0.5, 1.0, 3)
+    assert all(type(v) in (int, float) for v in (o.steps, o.guidance_scale, o.eta, o.seed))
+    s = make_sampler(o, SCHED)
+    assert isinstance(s, DDIMSampler) and s.eta == 1.0 and s.num_steps == 20
+    s = make_sampler(SamplingOptions("ddpm", 7, variance="beta"), SCHED, prediction_type="v", clip_x0=False)
+    assert isinstance(s, DDPMSampler) and s.variance == "beta" and s.prediction_type == "v" and not s.clip_x0
+    assert make_sampler("ddpm", SCHED).variance == "beta_tilde" and make_sampler("ddpm", SCHED).num_steps == T
+    assert isinstance(make_sampler("dpmpp", SCHED, 10), DPMSolverPPSampler)
+    with pytest.raises(ValueError, match="eta applies to the DDIM sampler only"):
+        make_sampler("ddpm", SCHED, 10, eta=0.3)  # used to be dropped silently
+    with pytest.raises(ValueError, match="variance applies to the DDPM sampler only"):
+        make_sampler("ddim", SCHED, 10, variance="beta")
+    with pytest.raises(ValueError, match="either SamplingOptions or num_steps"):
+        make_sampler(o, SCHED, 10)
+    with pytest.raises(ValueError, match="between 1 and 1000"):
+        make_sampler(SamplingOptions(steps=1001), SCHED)
+    assert SamplingOptions.resolve(None, steps=5, seed=None) == SamplingOptions(steps=5)
+    assert SamplingOptions.resolve(o) is o
+    with pytest.raises(ValueError, match="not both"):
+        SamplingOptions.resolve(o, steps=5)
+
+
+def test_sample_iter_yields_the_start_then_every_step():
+    model = GaussianPredictor(MU, S)
+    sampler = make_sampler("ddim", SCHED, 4, eta=0.5)
+    items = list(sample_iter(model, sampler, (3, 1, 2, 2), generator=gen(4)))
+    assert len(items) == 5
+    assert items[0].t is None and items[0].pred_x0 is None
+    assert torch.equal(items[0].x, torch.randn((3, 1, 2, 2), generator=gen(4)))  # x_T from the same generator
+    assert [it.t for it in items[1:]] == sampler.timesteps.tolist()
+    steps_only = list(sample_iter(model, sampler, (3, 1, 2, 2), generator=gen(4), yield_start=False))
+    assert len(steps_only) == 4 and all(torch.equal(a.x, b.x) for a, b in zip(items[1:], steps_only))
+    x_start = torch.ones(3, 1, 2, 2)
+    first = next(sample_iter(model, sampler, (3, 1, 2, 2), x_start=x_start))
+    assert torch.equal(first.x, x_start)
+
+
+class _TinyNet(torch.nn.Module):
+    """A stand-in for the U-Net: eps = 0.1 x, and a record of how many of its past inputs are still alive."""
+
+    def __init__(self):
+        super().__init__()
+        from conftest import tiny_unet_config
+
+        self.config = tiny_unet_config(image_size=4, num_classes=3)
+        self.null_label = 3
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+        self.inputs, self.max_alive = [], 0
+
+    def forward(self, x, t, y=None):
+        import weakref
+
+        self.inputs.append(weakref.ref(x))
+        self.max_alive = max(self.max_alive, sum(r() is not None for r in self.inputs))
+        return 0.1 * x
+
+
+def test_pipeline_keywords_options_and_start():
+    from ddpmlib.pipeline import DDPMPipeline
+
+    pipe = DDPMPipeline(_TinyNet(), NoiseSchedule.from_name("linear", 50))
+    a = pipe.generate([0, 1, 2], sampler="ddim", steps=5, guidance_scale=2.0, seed=7)
+    b = pipe.generate([0, 1, 2], options=SamplingOptions("ddim", 5, 2.0, seed=7))
+    assert torch.equal(a, b) and a.shape == (3, 1, 4, 4)
+    items = list(pipe.generate_iter([0, 1, 2], sampler="dpmpp", steps=5, seed=7, yield_start=True))
+    assert len(items) == 6 and items[0].t is None
+    assert torch.equal(items[0].x, torch.randn((3, 1, 4, 4), generator=torch.Generator().manual_seed(7)))
+    assert torch.equal(items[-1].x.clamp(-1, 1), pipe.generate([0, 1, 2], sampler="dpmpp", steps=5, seed=7))
+    assert len(list(pipe.generate_iter([0], steps=5))) == 5  # default: one item per step, as before
+    with pytest.raises(TypeError):
+        pipe.generate_iter([0, 1], "ddim", 5)  # the options are keyword-only
+    with pytest.raises(ValueError, match="not both"):
+        pipe.generate([0], options=SamplingOptions(steps=5), steps=5)
+    with pytest.raises(ValueError, match="either a seed or a generator"):
+        pipe.generate([0], steps=5, seed=1, generator=torch.Generator())
+    with pytest.raises(ValueError, match="eta applies to the DDIM sampler only"):
+        pipe.generate([0], sampler="ddpm", steps=5, eta=0.5)
+
+
+def test_generate_keeps_one_step_in_memory():
+    """generate() keeps only the current step: the model's past inputs (the x_t of earlier steps) are freed.
+    Collecting every step (``*_, last = generate_iter(...)``) keeps every one of them alive but x_T."""
+    from ddpmlib.pipeline import DDPMPipeline
+
+    net = _TinyNet()
+    pipe = DDPMPipeline(net, NoiseSchedule.from_name("linear", 50))
+    pipe.generate([0, 1], sampler="ddim", steps=30, seed=0)
+    assert len(net.inputs) == 30 and net.max_alive <= 2
+    net.inputs, net.max_alive = [], 0
+    *_, last = pipe.generate_iter([0, 1], sampler="ddim", steps=30, seed=0)
+    assert net.max_alive == 29  # the check above can fail: this is what it guards against
