@@ -78,6 +78,21 @@ def conditional_accuracy(preds: torch.Tensor, labels: torch.Tensor, num_classes:
     }
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a proportion k / n (95% for z = 1.96; Wilson 1927): unlike
+    p +- z sqrt(p (1 - p) / n) it stays inside [0, 1] and is not empty at k = n, where accuracies live.
+
+        centre = (p + z^2 / 2n) / (1 + z^2 / n),  half-width = z sqrt(p (1 - p) / n + z^2 / 4n^2) / (1 + z^2 / n)
+    """
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
 def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean (D,) and covariance (D, D) of features (N, D), in float64."""
     f = np.asarray(features, dtype=np.float64)

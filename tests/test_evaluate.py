@@ -58,6 +58,16 @@ def test_conditional_accuracy():
     assert acc["per_class"][3] is None  # no samples of class 3
 
 
+def test_wilson_interval():
+    lo, hi = ev.wilson_interval(95, 100)
+    assert (lo, hi) == pytest.approx((0.8882, 0.9785), abs=5e-4)  # textbook values for 95/100
+    lo, hi = ev.wilson_interval(1000, 1000)
+    assert hi == 1.0 and lo == pytest.approx(0.99617, abs=1e-4)  # not empty at k = n
+    assert ev.wilson_interval(0, 10)[0] == 0.0
+    with pytest.raises(ValueError, match="successes"):
+        ev.wilson_interval(11, 10)
+
+
 def test_frechet_distance():
     rng = np.random.default_rng(0)
     f = rng.normal(size=(2000, 8)) @ rng.normal(size=(8, 8))
@@ -258,3 +268,26 @@ def test_cli_end_to_end(tiny_checkpoint, tmp_path, capsys):
     from PIL import Image
 
     assert Image.open(tmp_path / "grid.png").size == (2 + 2 * 30, 2 + 10 * 30)  # 10 rows of 2 samples
+
+
+def test_sampler_table_script_resumes(tiny_checkpoint, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sampler_table", REPO / "scripts" / "sampler_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    assert table.parse_sampler("ddim:0.5") == ("ddim", 0.5) and table.parse_sampler("dpmpp") == ("dpmpp", 0.0)
+    root = mnist_root()
+    csv_path = tmp_path / "t.csv"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--data-root", root, "--num-samples", "10", "--batch-size", "4"]
+    argv += ["--steps", "2", "--samplers", "ddim:0.5", "dpmpp", "--csv", str(csv_path)]
+    table.main(argv)
+    first = csv_path.read_text()
+    assert len(first.splitlines()) == 1 + 2
+    out = capsys.readouterr().out
+    assert "| DDIM, eta 0.5 | 2 | 0 |" in out and "| DPM-Solver++(2M) | 2 | 0 |" in out
+    table.main(argv + ["--guidance-sweep", "0", "1", "--sweep-steps", "2"])  # w = 0 is known, w = 1 is new
+    lines = csv_path.read_text().splitlines()
+    assert lines[:3] == first.splitlines() and len(lines) == 4 and ",dpmpp,0,2,1,10,0,4," in lines[3]
+    with pytest.raises(SystemExit, match="between 1 and 20"):
+        table.main(argv[:-2] + ["--csv", str(tmp_path / "u.csv"), "--steps", "50"])
