@@ -1,13 +1,18 @@
 """Samplers: turn a noise predictor into images by running the reverse process.
 
-Samplers hold no network. The interface (as in widely used diffusion libraries):
+Three samplers, one interface: ``DDPMSampler`` (ancestral, Algorithm 2 of Ho et al. 2020), ``DDIMSampler``
+(Song et al. 2021; eta = 0 deterministic) and ``DPMSolverPPSampler`` (DPM-Solver++(2M), Lu et al. 2022: a
+deterministic second-order multistep solver of the ODE that DDIM with eta = 0 solves to first order).
+They use the formulas of ``ddpmlib.diffusion`` and hold no network. The interface (as in widely used
+diffusion libraries):
 
     sampler.set_timesteps(n)                         # choose n of the T training steps
     for t in sampler.timesteps:                      # descending tensor indices, T-1 first
         eps = model(x, t, y)
         x, x0_pred = sampler.step(eps, t, x, generator)
 
-``sample_iter()`` below is that loop, plus labels and classifier-free guidance, as a generator; ``sample()``
+``sample_iter()`` below is that loop, plus labels and classifier-free guidance, as a generator that yields
+``SampleState(t, x, pred_x0)``: first ``(None, x_T, None)``, then one item after every step; ``sample()``
 runs it to the end. ``SamplingOptions`` holds the user's choices (sampler, steps, guidance, eta, variance,
 seed) and checks them; ``make_sampler`` builds the sampler they describe.
 
