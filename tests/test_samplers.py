@@ -493,3 +493,15 @@ def test_generate_keeps_one_step_in_memory():
     net.inputs, net.max_alive = [], 0
     *_, last = pipe.generate_iter([0, 1], sampler="ddim", steps=30, seed=0)
     assert net.max_alive == 29  # the check above can fail: this is what it guards against
+
+
+def test_dpmpp_from_a_partly_noised_start():
+    """SDEdit-style: start at t_start < T-1 from x_start (the state resets at the first timestep)."""
+    from ddpmlib.diffusion import q_sample
+
+    x_star = torch.rand(1, 1, 4, 4, generator=gen(8)) * 2 - 1
+    sampler = make_sampler("dpmpp", SCHED, 10)
+    sampler.set_timesteps(5, t_start=400)
+    x_t = q_sample(SCHED, x_star.expand(3, -1, -1, -1), torch.full((3,), 400), generator=gen(9))
+    out = sample(SingleImagePredictor(x_star), sampler, (3, 1, 4, 4), x_start=x_t)
+    torch.testing.assert_close(out, x_star.expand(3, -1, -1, -1), atol=1e-4, rtol=0)
