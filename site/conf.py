@@ -55,7 +55,13 @@ mathjax2_config = {
         "noUndefined": {"disabled": True},
     },
     # the package ships the STIX-Web fonts only (the classic Jupyter Notebook configures MathJax the same way)
-    "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web", "imageFont": None},
+    "HTML-CSS": {
+        "availableFonts": [],
+        "preferredFont": None,
+        "webFont": "STIX-Web",
+        "imageFont": None,
+        "linebreaks": {"automatic": True},  # wide equations wrap instead of overflowing
+    },
     "messageStyle": "none",
 }
 
