@@ -48,9 +48,20 @@ mathjax2_config = {
         "ignoreClass": ".*",  # typeset only the math elements that Sphinx writes, never code or outputs
         "processEscapes": False,
     },
-    "TeX": {"extensions": ["AMSmath.js", "AMSsymbols.js"]},
+    # TeX errors show as errors (which tests/test_site.py looks for), not as the raw TeX that noErrors would print
+    "TeX": {
+        "extensions": ["AMSmath.js", "AMSsymbols.js"],
+        "noErrors": {"disabled": True},
+        "noUndefined": {"disabled": True},
+    },
     # the package ships the STIX-Web fonts only (the classic Jupyter Notebook configures MathJax the same way)
-    "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web", "imageFont": None},
+    "HTML-CSS": {
+        "availableFonts": [],
+        "preferredFont": None,
+        "webFont": "STIX-Web",
+        "imageFont": None,
+        "linebreaks": {"automatic": True},  # wide equations wrap instead of overflowing
+    },
     "messageStyle": "none",
 }
 

@@ -134,7 +134,7 @@ def test_every_page_in_a_browser(site, server):
                     )
                 except sync_api.TimeoutError:
                     failures.append(f"{where} math not typeset")
-                errors = page.locator(".MathJax_Error, .merror").count()
+                errors = page.locator(".MathJax_Error, .merror, .noError").count()
                 if errors:
                     failures.append(f"{where} {errors} MathJax errors")
             broken_images = page.evaluate(
