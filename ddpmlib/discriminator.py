@@ -18,30 +18,11 @@ and it comes with a Wilson interval, since it is a proportion of the held-out di
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval for a proportion successes / n (95% for z = 1.96).
-
-    Unlike the Wald interval p +- z sqrt(p (1 - p) / n) it stays inside [0, 1] and does not collapse to a
-    point when p is 0 or 1 (Wilson 1927; Brown, Cai & DasGupta 2001).
-    """
-    if n <= 0:
-        raise ValueError("the Wilson interval needs n >= 1")
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes must be between 0 and n = {n}, got {successes}")
-    p = successes / n
-    denom = 1 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # the ends are exact at s = 0 and s = 1
-    hi = 1.0 if successes == n else min(1.0, centre + half)
-    return lo, hi
+from .evaluate import wilson_interval
 
 
 class Discriminator(nn.Module):

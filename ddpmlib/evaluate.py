@@ -93,7 +93,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+    lo = 0.0 if successes == 0 else max(0.0, float(centre - half))  # the ends are exact at s = 0 and s = 1
+    hi = 1.0 if successes == n else min(1.0, float(centre + half))
+    return lo, hi
 
 
 def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -188,7 +188,7 @@ def run_setting(
         grid, nrow = grid_by_class(images, labels, per_row=8)
         save_grid(grid, grid_path, nrow=nrow)
     acc = metrics["accuracy"]
-    from .discriminator import wilson_interval
+    from .evaluate import wilson_interval
 
     acc_lo, acc_hi = wilson_interval(acc["correct"], acc["total"])
     fd = metrics["frechet_distance"]
