@@ -39,7 +39,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     denom = 1 + z**2 / n
     centre = (p + z**2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # the ends are exact at s = 0 and s = 1
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
 
 
 class Discriminator(nn.Module):

@@ -26,7 +26,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 PY = sys.executable
+# one CPU thread per process: a dozen processes with 16 OpenMP threads each would fight over 16 cores
+ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 CANDIDATES = {  # name -> overrides of configs/mnist_long.json
     "c16": [],
@@ -65,7 +68,7 @@ def calibrate(n_proc: int, out: Path, data_root: str, device: str, steps: int = 
             f"train.checkpoint_every={steps}",
             "train.precision=fp32",
         ]
-        procs.append((d, subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
+        procs.append((d, subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
     per_step = []
     for d, p in procs:
         _, err = p.communicate()
@@ -125,7 +128,7 @@ def main() -> None:
     log(f"plan: {json.dumps(plan)}")
     (out / "plan.json").write_text(json.dumps(plan, indent=2))
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = ENV
     jobs = []
     stop_after = max(0.5, (window - train_s - eval_s) / 60)
     study_cmd = [
