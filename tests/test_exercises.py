@@ -91,7 +91,7 @@ def cases():
 
 def test_every_exercise_has_a_check_and_a_solution():
     files = sorted(p.name for p in EXERCISES.glob("[0-9][0-9]_*.md"))
-    assert files == sorted(p.name for p in SOLUTIONS.glob("[0-9][0-9]_*.md")) and len(files) == 8
+    assert files == sorted(p.name for p in SOLUTIONS.glob("[0-9][0-9]_*.md")) and len(files) == 9
     for name in files:
         _, exs, sols = parse(EXERCISES / name)
         assert sorted(exs) == sorted(sols), f"{name}: exercises {sorted(exs)} but solutions {sorted(sols)}"
