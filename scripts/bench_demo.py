@@ -20,11 +20,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import torch  # noqa: E402
@@ -69,12 +66,12 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     from demo.app import build_demo, launch
-    from demo.handlers import Trajectory
+    from demo.tabs import generate
     from demo.testing import free_port
 
     demo = build_demo(args.checkpoint, device=args.device)
-    h = demo.handlers
-    pipe = h.pipe
+    model = demo.model
+    pipe = model.pipe
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(
         f"checkpoint {args.checkpoint} (T={pipe.T}), device {pipe.device}, {os.cpu_count()} CPUs, "
@@ -92,8 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, stop in (("result", True), ("handler", False)):
 
         def handler(i, stop=stop):
-            for out in h.generate("one of each", 10, "ddim", args.steps, args.guidance, 0.0, max(i, 0), False):
-                if stop and isinstance(out[4], Trajectory):
+            req = generate.validate(model, "one of each", 10, "ddim", args.steps, args.guidance, 0.0, max(i, 0))
+            for out in generate.run(model, req):
+                if stop and "trajectory" in out:
                     break  # the final images are ready; the GIF and PNG are written after this
 
         report(name, timed(handler, args.repeats))
