@@ -63,7 +63,7 @@ def check_digit(digit, allow_all: bool = True) -> int | str:
 
 
 def check_sampler(sampler) -> str:
-    s = sampler.lower() if isinstance(sampler, str) else sampler
+    s = sampler.lower() if isinstance(sampler, str) else None
     if s not in D.SAMPLERS:
         fail(f"The sampler must be {' or '.join(D.SAMPLERS.values())}, got {str(sampler)[:40]!r}.")
     return s
