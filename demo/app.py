@@ -292,18 +292,29 @@ def build_demo(checkpoint: str | os.PathLike | DDPMPipeline = SHIPPED_CHECKPOINT
                     req = _checked(generate.validate, model, *args)
                     yield from _stream(generate.run(model, req, _steps_progress(progress, "denoising")), G)
 
+                def downloads_run(traj):
+                    return _keyed(generate.downloads(model, traj), G)
+
                 g_inputs = [digit, n_images, sampler, steps, guidance, eta, seed, random_seed]
                 run.click(
                     generate_check, g_inputs, None, queue=False, api_visibility="private", preprocess=False
                 ).success(
                     generate_run,
                     g_inputs,
-                    list(G.values()),
+                    [G[k] for k in generate.OUTPUTS],
                     api_name="generate",
                     preprocess=False,
                     concurrency_id="model",
                     concurrency_limit=MODEL_CONCURRENCY,
                     show_progress_on=[xt_img],
+                ).success(
+                    downloads_run,
+                    traj,
+                    [gif_btn, png_btn],
+                    api_name="downloads",
+                    show_progress="hidden",
+                    concurrency_id="files",
+                    concurrency_limit=2,
                 )
 
                 def timeline_run(traj, i):

@@ -86,12 +86,16 @@ class DemoModel:
             t_start=None if t_start is None else to_index(t_start),
             **kwargs,
         )
-        try:
-            for t, x_next, pred_x0 in it:
-                yield to_paper(t), x, x_next, pred_x0
-                x = x_next
-        except ValueError as e:  # ddpmlib's own checks; the demo's checks should have caught everything first
-            fail(str(e))
+        while True:
+            try:
+                with torch.inference_mode():  # per step: a generator's frame may resume on another thread
+                    t, x_next, pred_x0 = next(it)
+            except StopIteration:
+                return
+            except ValueError as e:  # ddpmlib's own checks; the demo's checks should have caught everything first
+                fail(str(e))
+            yield to_paper(t), x, x_next, pred_x0
+            x = x_next
 
     # ---- the picture the Forward and Draw tabs start from
 
@@ -99,7 +103,7 @@ class DemoModel:
         """The checks that need no image: the source, and the generated image's number."""
         check_choice("'Start from'", source, list(SOURCES))
         if source == "generated":
-            if traj is None:
+            if traj is None or not hasattr(traj, "labels") or not hasattr(traj, "final"):  # a Trajectory
                 fail("Generate some digits in the Generate tab first, or start from your drawing.")
             n = len(traj.labels)
             k = check_number("The image number", image_number, 1, D.MAX_IMAGES, integer=True)

@@ -84,29 +84,33 @@ def test_no_hand_written_index_shifts():
 def test_generate_results_and_trajectory(m):
     outs = run(m, digit="7", n=3, steps=5)
     assert outs[0]["info"].startswith("Sampling") and outs[0]["timeline"] == Timeline(0, 0, False)
-    assert set(outs[-1]) == set(generate.OUTPUTS) and set(outs[-2]) == set(generate.OUTPUTS)
-    res, done = outs[-2], outs[-1]
-    assert res["gif"] is None and res["timeline"] == Timeline(5, 5, False)  # the result first, then downloads
+    assert outs[0]["gif"] is None and outs[0]["png"] is None  # the previous run's downloads are withdrawn
+    done = outs[-1]
+    assert set(done) == set(generate.OUTPUTS) - set(generate.DOWNLOADS)
     traj = done["trajectory"]
     assert done["xt"].size == done["x0"].size == (3 * 30 + 2, 32)  # natural size: the browser enlarges
     assert "Done after 5 step(s)" in done["info"] and "seed 0" in done["info"]
+    assert done["timeline"] == Timeline(5, 5, True)
     assert traj.xt.shape == traj.x0.shape == (6, 3, 1, 28, 28) and traj.xt.dtype == torch.uint8
     assert traj.t[0] == T and traj.t[-2] >= 1 and traj.t[-1] == 0  # paper steps: starts at T, ends at x_0
     assert traj.t[:-1] == sorted(traj.t[:-1], reverse=True) and traj.labels == [7, 7, 7]
-    assert Path(done["png"]).stat().st_size > 0 and Path(done["gif"]).name == "ddpm_trajectory_seed0.gif"
-    assert done["timeline"] == Timeline(5, 5, True)
-    with Image.open(done["gif"]) as im:
+    assert not traj.files  # written afterwards, by generate.downloads
+    files = generate.downloads(m, traj)
+    assert Path(files["png"]).stat().st_size > 0 and Path(files["gif"]).name == "ddpm_trajectory_seed0.gif"
+    assert generate.downloads(m, traj) == files  # written once
+    assert generate.downloads(m, None) == {"gif": None, "png": None}
+    with Image.open(files["gif"]) as im:
         assert im.n_frames == 6  # 5 steps + the final image
 
 
 def test_generate_streams_intermediate_images(m, monkeypatch):
     monkeypatch.setattr(m, "stream_interval_s", 0.0)
     outs = run(m, steps=10)
-    streamed = outs[1:-2]
+    streamed = outs[1:-1]
     assert len(streamed) == 9 and all(set(o) == {"xt", "x0", "info"} for o in streamed)
     assert [o["info"].split(" steps done")[0] for o in streamed] == [f"**{i} of 10" for i in range(9)]
     monkeypatch.setattr(m, "stream_interval_s", 3600.0)
-    assert len(run(m, steps=10)) == 3  # a fast run sends no intermediate picture
+    assert len(run(m, steps=10)) == 2  # a fast run sends no intermediate picture
 
 
 def test_generate_equals_library_and_is_deterministic(m):

@@ -53,7 +53,7 @@ def path(file) -> Path:
 
 def test_api_lists_the_endpoints(url):
     api = client(url).view_api(print_info=False, return_format="dict")
-    assert {"/generate", "/show_step", "/forward", "/denoise"} <= set(api["named_endpoints"])
+    assert {"/generate", "/downloads", "/show_step", "/forward", "/denoise"} <= set(api["named_endpoints"])
     assert not any("check" in name for name in api["named_endpoints"])  # the validation steps are private
     params = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
     assert params == list(GENERATE)
@@ -61,10 +61,10 @@ def test_api_lists_the_endpoints(url):
 
 def test_generate_then_timeline_then_forward_and_denoise(url):
     c = client(url)
-    xt, x0, info, timeline, gif, png = c.predict(**GENERATE, api_name="/generate")
+    xt, x0, info, timeline, *_ = c.predict(**GENERATE, api_name="/generate")
     assert path(xt).is_file() and path(x0).is_file() and "Done after 5 step(s)" in info and "seed 0" in info
     assert timeline["maximum"] == timeline["value"] == 5 and timeline["interactive"]  # the timeline is set to the run
-    gif, png = path(gif), path(png)  # download buttons come back as updates
+    gif, png = (path(f) for f in c.predict(api_name="/downloads"))  # written after the result, for this session
     assert gif.name == "ddpm_trajectory_seed0.gif" and gif.read_bytes()[:6] == b"GIF89a"
     assert png.read_bytes()[:4] == b"\x89PNG"
     # the same session keeps the trajectory: the timeline replays it without sampling again

@@ -20,6 +20,7 @@ from . import Timeline
 
 # xt, x0: pictures; info: markdown; timeline: Timeline; trajectory: Trajectory; gif, png: a file path or None
 OUTPUTS = ("xt", "x0", "info", "timeline", "trajectory", "gif", "png")
+DOWNLOADS = ("gif", "png")  # written by ``downloads`` after the result is shown
 
 
 @dataclass
@@ -79,8 +80,9 @@ def validate(model: DemoModel, digit, n_images, sampler, steps, guidance, eta, s
 
 
 def run(model: DemoModel, req: Request, progress: Progress | None = None) -> Iterator[dict]:
-    """Sample, streaming pictures at most every ``model.stream_interval_s``. The second-to-last yield is the
-    result (pictures, info, the trajectory), the last adds the downloads once the GIF and PNG are written."""
+    """Sample, streaming pictures at most every ``model.stream_interval_s``; the last yield is the result
+    (pictures, info, the trajectory). The downloads are written afterwards, by ``downloads``, so that
+    the result is not kept waiting for the GIF."""
     n, steps = len(req.labels), req.steps
     nrow = min(n, 5)  # two grids side by side
     yield {"info": f"Sampling: {req.settings} ...", "timeline": Timeline(0, 0, False), "gif": None, "png": None}
@@ -106,10 +108,22 @@ def run(model: DemoModel, req: Request, progress: Progress | None = None) -> Ite
         torch.stack(xts + [final]), torch.stack(x0s + [final]), ts + [0], req.labels, nrow, req.settings, req.seed
     )
     a, b = model.grids(final, final, nrow=nrow)
-    result = {"xt": a, "x0": b, "info": step_info(model, traj, steps), "trajectory": traj}
-    yield {**result, "timeline": Timeline(steps, steps, False), "gif": None, "png": None}
-    write_files(model, traj)
-    yield {**result, "timeline": Timeline(steps, steps, True), "gif": traj.files["gif"], "png": traj.files["png"]}
+    yield {
+        "xt": a,
+        "x0": b,
+        "info": step_info(model, traj, steps),
+        "trajectory": traj,
+        "timeline": Timeline(steps, steps, True),
+    }
+
+
+def downloads(model: DemoModel, traj: Trajectory | None) -> dict:
+    """The GIF and PNG of the last run (None before any run)."""
+    if not isinstance(traj, Trajectory):
+        return {"gif": None, "png": None}
+    if not traj.files:
+        write_files(model, traj)
+    return {"gif": traj.files["gif"], "png": traj.files["png"]}
 
 
 def write_files(model: DemoModel, traj: Trajectory) -> None:
