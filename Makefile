@@ -3,9 +3,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DATA ?= $(if $(DDPM_DATA_ROOT),$(DDPM_DATA_ROOT),$(if $(wildcard ../shared/data/MNIST/raw),../shared/data,data))
+# absolute, so that the notebooks (working directory notebooks/) and the tests read the same folder
+DATA ?= $(abspath $(if $(DDPM_DATA_ROOT),$(DDPM_DATA_ROOT),$(if $(wildcard ../shared/data/MNIST/raw),../shared/data,data)))
 
-.PHONY: setup demo test test-lib test-notebooks lint format notebooks bench clean
+.PHONY: setup demo test test-lib test-notebooks lint format notebooks lab site bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,13 @@ test-notebooks: setup
 notebooks: setup  ## re-execute every notebook in place (normal mode) and strip stray metadata
 	DDPM_DATA_ROOT=$(DATA) bash scripts/run_notebooks.sh
 
+lab: setup  ## open the course notebooks in JupyterLab (MNIST from DDPM_DATA_ROOT)
+	DDPM_DATA_ROOT=$(DATA) $(PY) -m jupyter lab notebooks/
+
+site: setup  ## build the course website into site/_build/html (committed outputs, nothing executed)
+	$(PY) -m sphinx -b html -c site -W --keep-going -q . site/_build/html
+	@echo "open site/_build/html/index.html (or: $(PY) -m http.server -d site/_build/html 8000)"
+
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
@@ -43,4 +51,4 @@ bench: setup  ## training and sampling throughput of the default model on this m
 	$(PY) scripts/bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site/_build

@@ -1,9 +1,15 @@
 """MNIST, scaled to [-1, 1], held in memory as tensors.
 
 Where the data comes from, in order: the ``root`` argument (the ``--data-root`` flag of the
-commands), the ``DDPM_DATA_ROOT`` environment variable, then ``./data``. The root uses torchvision's
-layout, ``<root>/MNIST/raw/train-images-idx3-ubyte`` and friends. Missing files are downloaded by
-torchvision when the network allows it; otherwise you get an error that says what to do.
+commands), the ``DDPM_DATA_ROOT`` environment variable, then ``data/`` in the repository. The root uses
+torchvision's layout, ``<root>/MNIST/raw/train-images-idx3-ubyte`` and friends. Missing files are
+downloaded by torchvision when the network allows it; otherwise you get an error that says what to do
+(and no empty folders are left behind).
+
+A relative root is resolved once, to an absolute path: against the working directory if MNIST is
+there, else against the repository root. So ``DDPM_DATA_ROOT=../shared/data`` set for ``make test`` in
+the repository means the same folder to the tests (working directory: the repository) and to the
+notebooks (working directory: notebooks/).
 """
 
 from __future__ import annotations
@@ -15,12 +21,24 @@ import torch
 
 ENV_VAR = "DDPM_DATA_ROOT"
 DEFAULT_ROOT = "data"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The MNIST root directory: ``root`` if given, else $DDPM_DATA_ROOT, else ./data."""
-    return Path(root if root is not None else os.environ.get(ENV_VAR, DEFAULT_ROOT)).expanduser()
+    """The MNIST root directory, absolute: ``root`` if given, else $DDPM_DATA_ROOT, else data/ in the repository.
+
+    A relative path is taken from the working directory if it holds MNIST there, else from the repository."""
+    given = root if root is not None else os.environ.get(ENV_VAR) or None
+    path = Path(given if given is not None else DEFAULT_ROOT).expanduser()
+    if path.is_absolute():
+        return path
+    here, repo = Path.cwd() / path, REPO_ROOT / path
+    if (here / "MNIST").is_dir():
+        return here.resolve()
+    if (repo / "MNIST").is_dir():
+        return repo.resolve()
+    return (here if given is not None else repo).resolve()  # where a download will go
 
 
 class MNISTNotFoundError(FileNotFoundError):
@@ -48,9 +66,15 @@ def load_mnist(
     except RuntimeError:
         if not download:
             raise MNISTNotFoundError(_missing_message(root, "download=False")) from None
+        created = [d for d in (root, root / "MNIST", root / "MNIST" / "raw") if not d.exists()]
         try:
             ds = MNIST(str(root), train=train, download=True)
         except Exception as e:  # no network, DNS failure, HTTP error, ...
+            for d in reversed(created):  # the download made these folders; leave no empty ones behind
+                try:
+                    d.rmdir()
+                except OSError:  # not empty (a partial download) or already gone
+                    pass
             raise MNISTNotFoundError(_missing_message(root, f"{type(e).__name__}: {e}".strip())) from None
     images = ds.data.unsqueeze(1).float().div(127.5).sub(1.0)  # uint8 [0, 255] -> [-1, 1]
     return images, ds.targets.long()

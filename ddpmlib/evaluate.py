@@ -2,7 +2,10 @@
 look like MNIST, and has it merely memorised the training set?
 
     python -m ddpmlib.evaluate --checkpoint checkpoints/mnist --sampler ddim --steps 50 --guidance 2.0 \\
-        --num-samples 1000 --seed 0 [--json out.json] [--grid out.png]
+        --num-samples 1000 --seed 0 [--eta 0.5 | --variance beta] [--json out.json] [--grid out.png]
+
+``--sampler`` is ddpm, ddim or dpmpp (DPM-Solver++(2M)); ``--eta`` applies to DDIM only and ``--variance``
+to DDPM only (anything else is an error, see ``ddpmlib.samplers.SamplingOptions``).
 
 N samples are drawn with labels balanced over the 10 classes (label i % 10 for sample i), then:
 
@@ -15,7 +18,10 @@ N samples are drawn with labels balanced over the 10 classes (label i % 10 for s
    It depends on the feature extractor and, through the bias of the covariance estimate, on N, so it
    is always reported next to the real-vs-real baseline: N training images (balanced over the classes,
    like the samples) against the same test set; also at N = 10,000. A perfect model scores the baseline.
-3. Memorisation: the L2 distance (pixels in [0, 1]) of every sample to its nearest training image,
+3. Real vs generated (``--discriminator``): the held-out accuracy of a small CNN trained to tell N/2
+   generated digits from N/2 real training digits (``ddpmlib.discriminator``), with a Wilson interval:
+   50% means it cannot tell them apart. Harder to fool than the classifier, which recognises ugly digits.
+4. Memorisation: the L2 distance (pixels in [0, 1]) of every sample to its nearest training image,
    compared with the same distance for N (at most 5,000) test images, which the model has never
    seen. A ratio of medians well below 1, or distances near 0, mean the model copies training digits.
 
@@ -25,6 +31,7 @@ The real data and its feature statistics are loaded once per process (``load_ref
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import sys
@@ -40,8 +47,8 @@ from tqdm.auto import tqdm
 from .checkpoint import CheckpointError, atomic_write_json
 from .classifier import SHIPPED_CLASSIFIER, classify, load_classifier, read_classifier_config
 from .data import MNISTNotFoundError, data_root, load_mnist
-from .pipeline import DDPMPipeline, load_pipeline
-from .samplers import SAMPLERS, make_sampler
+from .pipeline import SHIPPED_CHECKPOINT, DDPMPipeline, load_pipeline
+from .samplers import SAMPLER_NAMES, SAMPLERS, VARIANCES, SamplingOptions, make_sampler
 
 BASELINE_SEED = 0  # real-vs-real subsets do not change with --seed, so baselines stay comparable
 FULL_BASELINE_N = 10_000
@@ -72,6 +79,21 @@ def conditional_accuracy(preds: torch.Tensor, labels: torch.Tensor, num_classes:
         "correct": int(hit.sum()),
         "total": len(hit),
     }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a proportion k / n (95% for z = 1.96; Wilson 1927): unlike
+    p +- z sqrt(p (1 - p) / n) it stays inside [0, 1] and is not empty at k = n, where accuracies live.
+
+        centre = (p + z^2 / 2n) / (1 + z^2 / n),  half-width = z sqrt(p (1 - p) / n + z^2 / 4n^2) / (1 + z^2 / n)
+    """
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
 
 
 def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,24 +248,28 @@ def load_reference(
 def generate_samples(
     pipe: DDPMPipeline,
     num_samples: int,
-    sampler: str = "ddim",
-    steps: int = 50,
-    guidance_scale: float = 0.0,
-    seed: int = 0,
+    options: SamplingOptions | None = None,
+    *,
     batch_size: int = 250,
-    eta: float = 0.0,
     progress: bool = True,
+    **option_keywords,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """N samples (CPU, in [-1, 1]) and their labels (balanced). One generator seeded by ``seed`` feeds all
-    batches, so the result is reproducible for a given seed, batch size and device."""
+    """N samples (CPU, in [-1, 1]) and their labels (balanced). The sampling options are ``options`` or
+    its fields as keywords (``sampler``, ``steps``, ``guidance_scale``, ``eta``, ``variance``, ``seed``).
+    One generator seeded by ``seed`` (default 0) feeds all batches, so the result is reproducible for a
+    given seed, batch size and device."""
+    options = SamplingOptions.resolve(options, **option_keywords)
     labels = balanced_labels(num_samples, pipe.num_classes)
-    g = torch.Generator(pipe.device).manual_seed(int(seed))
+    g = torch.Generator(pipe.device).manual_seed(0 if options.seed is None else options.seed)
+    per_batch = dataclasses.replace(options, seed=None)  # the generator above draws everything
     batches = [labels[i : i + batch_size] for i in range(0, num_samples, batch_size)]
     out = []
-    with tqdm(total=len(batches) * steps, disable=not progress, desc=f"sampling {num_samples}", unit="step") as bar:
+    total = len(batches) * options.steps
+    with tqdm(total=total, disable=not progress, desc=f"sampling {num_samples}", unit="step") as bar:
         for b, y in enumerate(batches):
-            kwargs = dict(sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta, generator=g)
-            for _t, x, _x0 in pipe.generate_iter(y, **kwargs):  # noqa: B007 (x after the last step is x_0)
+            x = None
+            for state in pipe.generate_iter(y, options=per_batch, generator=g, yield_start=False):
+                x = state.x  # after the last step: x_0
                 bar.update(1)
             out.append(x.clamp(-1, 1).cpu())
             bar.set_postfix(batch=f"{b + 1}/{len(batches)}")
@@ -277,26 +303,27 @@ def evaluate(
     pipe: DDPMPipeline,
     ref: MNISTReference,
     num_samples: int = 1000,
-    sampler: str = "ddim",
-    steps: int = 50,
-    guidance_scale: float = 0.0,
-    seed: int = 0,
+    options: SamplingOptions | None = None,
+    *,
     batch_size: int = 250,
-    eta: float = 0.0,
     full_baseline: bool = True,
     progress: bool = True,
+    **option_keywords,
 ) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """Generate and evaluate; returns (results, images, labels)."""
+    """Generate and evaluate; returns (results, images, labels). Sampling options as in ``generate_samples``."""
+    options = SamplingOptions.resolve(options, **option_keywords)
+    seed = 0 if options.seed is None else options.seed
     t0 = time.time()
     images, labels = generate_samples(
-        pipe, num_samples, sampler, steps, guidance_scale, seed, batch_size, eta, progress
+        pipe, num_samples, dataclasses.replace(options, seed=seed), batch_size=batch_size, progress=progress
     )
     t1 = time.time()
     result = {
-        "sampler": sampler,
-        "steps": steps,
-        "guidance_scale": guidance_scale,
-        "eta": eta if sampler == "ddim" else None,
+        "sampler": options.sampler,
+        "steps": options.steps,
+        "guidance_scale": options.guidance_scale,
+        "eta": options.eta if options.sampler == "ddim" else None,
+        "variance": (options.variance or "beta_tilde") if options.sampler == "ddpm" else None,
         "num_samples": num_samples,
         "seed": seed,
         "batch_size": batch_size,
@@ -309,6 +336,14 @@ def evaluate(
     return result, images, labels
 
 
+def evaluate_discriminator(images: torch.Tensor, ref: MNISTReference, seed: int = 0, steps: int = 400) -> dict:
+    """Real-vs-generated discriminator (``ddpmlib.discriminator``) against as many balanced training digits."""
+    from .discriminator import real_vs_generated
+
+    idx = balanced_subset(ref.train_labels, len(images), seed=BASELINE_SEED + 1)
+    return real_vs_generated(ref.train_images[idx], images, steps=steps, seed=seed, device=ref.device)
+
+
 def format_report(r: dict) -> str:
     acc, fd, mem = r["accuracy"], r["frechet_distance"], r["memorisation"]
     n = r["num_samples"]
@@ -316,6 +351,7 @@ def format_report(r: dict) -> str:
     if r.get("step") is not None:
         head += f" (step {r['step']})"
     eta = f", eta {r['eta']}" if r.get("eta") else ""
+    eta += f", variance {r['variance']}" if r.get("variance") else ""
     per_class = "  ".join(f"{c}: {100 * a:.1f}" if a is not None else f"{c}: -" for c, a in enumerate(acc["per_class"]))
     real = r.get("classifier_test_accuracy")
     base = "; ".join(f"{v:.3f} at N={k}" for k, v in fd["baseline"].items())
@@ -330,6 +366,15 @@ def format_report(r: dict) -> str:
         f"  nearest training image (L2, pixels in [0,1])  generated: median {mem['generated_median']:.3f} "
         f"mean {mem['generated_mean']:.3f} min {mem['generated_min']:.3f} | test: median {mem['test_median']:.3f} "
         f"mean {mem['test_mean']:.3f} | ratio of medians {mem['ratio_of_medians']:.3f}",
+    ]
+    if r.get("discriminator"):
+        d = r["discriminator"]
+        lo, hi = d["interval"]
+        lines.append(
+            f"  real vs generated     discriminator accuracy {100 * d['accuracy']:.1f}% "
+            f"(95% CI {100 * lo:.1f}-{100 * hi:.1f}; 50% = indistinguishable, {d['total']} held-out digits)"
+        )
+    lines += [
         f"  time                  generation {r['timing_s']['generation']:.1f} s, "
         f"evaluation {r['timing_s']['evaluation']:.1f} s",
     ]
@@ -349,13 +394,17 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description="Evaluate a class-conditional DDPM: conditional accuracy, Frechet distance and memorisation."
     )
+    p.add_argument("--checkpoint", default=SHIPPED_CHECKPOINT, help="checkpoint directory (default: the shipped model)")
     p.add_argument(
-        "--checkpoint", default="checkpoints/mnist", help="checkpoint directory (config.json, model.safetensors)"
+        "--sampler",
+        choices=SAMPLERS,
+        default="ddim",
+        help="; ".join(f"{k}: {v}" for k, v in SAMPLER_NAMES.items()) + " (default: ddim)",
     )
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
     p.add_argument("--steps", type=int, default=50, help="sampling steps")
     p.add_argument("--guidance", type=float, default=0.0, help="guidance scale w: (1 + w) eps_cond - w eps_uncond")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM only: eta (0: deterministic)")
+    p.add_argument("--variance", choices=VARIANCES, default=None, help="DDPM only: sigma_t^2 (default: beta_tilde)")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=250)
@@ -365,6 +414,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-root", default=None, help="MNIST root (default: $DDPM_DATA_ROOT or ./data)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--discriminator", action="store_true", help="also train a real-vs-generated discriminator and report it"
+    )
     p.add_argument("--no-full-baseline", action="store_true", help=f"skip the baseline at N={FULL_BASELINE_N}")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--grid", default=None, metavar="PNG", help="also save 10 samples per class, one row per digit")
@@ -377,23 +429,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        options = SamplingOptions(args.sampler, args.steps, args.guidance, args.eta, args.variance, args.seed)
         pipe = load_pipeline(args.checkpoint, device=args.device)
-        make_sampler(args.sampler, pipe.schedule, args.steps, eta=args.eta)  # bad --steps/--eta fail now
+        make_sampler(options, pipe.schedule)  # --steps beyond the model's T fails now, before any work
         read_classifier_config(args.classifier)  # a missing classifier fails before the data is read
         ref = load_reference(args.classifier, args.data_root, pipe.device)
         result, images, labels = evaluate(
             pipe,
             ref,
             args.num_samples,
-            args.sampler,
-            args.steps,
-            args.guidance,
-            args.seed,
-            args.batch_size,
-            args.eta,
-            not args.no_full_baseline,
-            not args.no_progress,
+            options,
+            batch_size=args.batch_size,
+            full_baseline=not args.no_full_baseline,
+            progress=not args.no_progress,
         )
+        if args.discriminator:
+            result["discriminator"] = evaluate_discriminator(images, ref, seed=args.seed)
     except (CheckpointError, MNISTNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     result = {

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import model_output_to_x0_eps, q_posterior_mean_variance, q_sample
+from .diffusion import marginal_coefficients, model_output_to_x0_eps, q_posterior_mean_variance, q_sample
 from .schedules import NoiseSchedule, extract
 
 VARIANCES = ("beta_tilde", "beta")
@@ -114,9 +114,9 @@ def _sum_dims(x: torch.Tensor) -> torch.Tensor:
 def prior_term(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
     """L_T = KL(q(x_T | x_0) || N(0, I)) in nats per image (B,), with q(x_T | x_0) from Eq. 4."""
     x0 = x0.double()
-    ab_T = schedule.float64["alpha_bars"][-1]
-    mean = ab_T.sqrt() * x0
-    log_var = torch.log(1 - ab_T).expand_as(x0)
+    mean_coef, std = marginal_coefficients(schedule.float64["alpha_bars"][-1])
+    mean = mean_coef * x0
+    log_var = (2 * torch.log(std)).expand_as(x0)
     return _sum_dims(normal_kl(mean, log_var, torch.zeros_like(x0), torch.zeros_like(x0)))
 
 
@@ -133,10 +133,9 @@ def model_mean_log_variance(
 
     mu_theta(x_t, t) = mu_tilde_t(x_t, x0_pred) (Eqs. 7 and 11 with x0_pred from Eq. 15); with
     ``clip_x0`` the predicted x_0 is clamped to [-1, 1] first, as in the samplers and the paper's code.
+    The formulas are ``ddpmlib.diffusion``'s, the ones the samplers use.
     """
-    x0_pred, _ = model_output_to_x0_eps(schedule, model_output, xt, t, prediction_type)
-    if clip_x0:
-        x0_pred = x0_pred.clamp(-1.0, 1.0)
+    x0_pred, _ = model_output_to_x0_eps(schedule, model_output, xt, t, prediction_type, clip_x0)
     mean, _, _ = q_posterior_mean_variance(schedule, x0_pred, xt, t)
     log_var = extract(model_log_variance(schedule, variance).to(xt.dtype), t, xt.shape)
     return mean, log_var.expand_as(xt), x0_pred

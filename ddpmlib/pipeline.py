@@ -5,6 +5,8 @@
     images = pipe.generate(labels=range(10), sampler="ddim", steps=50, guidance_scale=2.0, seed=0)
 
 ``images`` is a (B, 1, 28, 28) tensor in [-1, 1]; ``ddpmlib.plotting.save_grid`` writes it as a PNG.
+The keywords are the fields of ``ddpmlib.samplers.SamplingOptions``; ``pipe.generate(labels,
+options=SamplingOptions("dpmpp", steps=10))`` is the same with the options as one object.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from .checkpoint import CheckpointError, load_weights, read_config, read_tensors
+from .config import ConfigError, checkpoint_configs
 from .diffusion import model_output_to_x0_eps
-from .samplers import make_sampler, sample_iter
+from .samplers import SampleState, SamplingOptions, make_sampler, sample_iter
 from .schedules import NoiseSchedule
-from .unet import UNet, UNetConfig
+from .unet import UNet
 
 # ``checkpoints/mnist`` in the repository: the model trained on the CPU and shipped with the project
 SHIPPED_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "mnist")
@@ -102,30 +105,52 @@ class DDPMPipeline:
     def generate_iter(
         self,
         labels: Iterable[int],
-        sampler: str = "ddim",
-        steps: int = 50,
-        guidance_scale: float = 0.0,
-        eta: float = 0.0,
-        variance: str = "beta_tilde",
-        seed: int | None = None,
+        *,
+        options: SamplingOptions | None = None,
         generator: torch.Generator | None = None,
         x_start: torch.Tensor | None = None,
         t_start: int | None = None,
-    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """Yield ``(t, x_t, pred_x0)`` after every sampling step; see ``ddpmlib.samplers.sample_iter``."""
+        yield_start: bool = False,
+        **option_keywords,
+    ) -> Iterator[SampleState]:
+        """Sample one image per label, yielding ``SampleState(t, x, pred_x0)`` after every step; the last
+        ``x`` is the result. With ``yield_start=True`` the first item is the start ``(None, x_T, None)``, as
+        in ``ddpmlib.samplers.sample_iter`` (here off by default, so that callers written for one item per
+        step keep working).
+
+        The sampling options are either ``options=SamplingOptions(...)`` or its fields as keywords
+        (``sampler="ddim", steps=50, guidance_scale=0.0, eta=0.0, variance=None, seed=None``), not both.
+        ``generator`` (instead of ``seed``) draws x_T and the noise; ``x_start`` replaces x_T, and with
+        ``t_start`` sampling starts from that timestep (a partly noised image, SDEdit).
+        """
+        options = SamplingOptions.resolve(options, **option_keywords)
         labels = self._check(labels)
-        s = make_sampler(sampler, self.schedule, None, eta=eta, variance=variance, prediction_type=self.prediction_type)
-        s.set_timesteps(steps, t_start)
+        s = make_sampler(options, self.schedule, prediction_type=self.prediction_type)
+        s.set_timesteps(options.steps, t_start)  # again, from t_start
         if generator is None:
             generator = torch.Generator(self.device)
-            generator.manual_seed(0 if seed is None else int(seed))
+            generator.manual_seed(0 if options.seed is None else options.seed)
+        elif options.seed is not None:
+            raise ValueError("give either a seed or a generator, not both")
         cfg = self.model.config
         shape = (len(labels), cfg.image_channels, cfg.image_size, cfg.image_size)
-        yield from sample_iter(self.model, s, shape, labels.to(self.device), guidance_scale, generator, x_start)
+        yield from sample_iter(
+            self.model,
+            s,
+            shape,
+            labels.to(self.device),
+            options.guidance_scale,
+            generator=generator,
+            x_start=x_start,
+            yield_start=yield_start,
+        )
 
     def generate(self, labels: Iterable[int], **kwargs) -> torch.Tensor:
-        """Samples (B, C, H, W) in [-1, 1] for the given labels; keyword arguments as in ``generate_iter``."""
-        *_, (_, x, _) = self.generate_iter(labels, **kwargs)  # run every step, keep the last
+        """Samples (B, C, H, W) in [-1, 1] for the given labels; keyword arguments as in ``generate_iter``.
+        Only the current step is kept in memory, not the whole trajectory."""
+        x = None
+        for state in self.generate_iter(labels, **kwargs):
+            x = state.x  # the previous step's tensors are released here
         return x.clamp(-1, 1)
 
 
@@ -133,18 +158,17 @@ def build_pipeline(
     config: dict, tensors: dict[str, torch.Tensor], source: str = "checkpoint", use_ema: bool = True, device=None
 ) -> DDPMPipeline:
     try:
-        model_cfg = UNetConfig(**config["model"])
-        diffusion = config["diffusion"]
-        schedule = NoiseSchedule.from_name(diffusion.get("schedule", "linear"), int(diffusion.get("T", 1000)))
-    except (TypeError, ValueError, KeyError) as e:
+        model_cfg, diffusion = checkpoint_configs(config)  # every setting checked (ddpmlib.config)
+    except ConfigError as e:
         raise CheckpointError(f"the config in {source} does not describe a valid model: {e}") from None
+    schedule = NoiseSchedule.from_name(diffusion.schedule, diffusion.T)
     model = UNet(model_cfg)
     prefix = "ema" if use_ema or not any(k.startswith("model.") for k in tensors) else "model"
     load_weights(model, tensors, prefix, source)
     dev = pick_device(device)
     # channels_last: 10-20% faster sampling on CPUs and on CUDA (measured in scripts/bench.py)
     model.to(dev, memory_format=torch.channels_last if dev.type in ("cpu", "cuda") else torch.contiguous_format)
-    return DDPMPipeline(model, schedule, diffusion.get("prediction_type", "eps"), config)
+    return DDPMPipeline(model, schedule, diffusion.prediction_type, config)
 
 
 def load_pipeline(path: str | os.PathLike = SHIPPED_CHECKPOINT, device=None, use_ema: bool = True) -> DDPMPipeline:

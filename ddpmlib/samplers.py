@@ -1,13 +1,20 @@
 """Samplers: turn a noise predictor into images by running the reverse process.
 
-Samplers hold no network. The interface (as in widely used diffusion libraries):
+Three samplers, one interface: ``DDPMSampler`` (ancestral, Algorithm 2 of Ho et al. 2020), ``DDIMSampler``
+(Song et al. 2021; eta = 0 deterministic) and ``DPMSolverPPSampler`` (DPM-Solver++(2M), Lu et al. 2022: a
+deterministic second-order multistep solver of the ODE that DDIM with eta = 0 solves to first order).
+They use the formulas of ``ddpmlib.diffusion`` and hold no network. The interface (as in widely used
+diffusion libraries):
 
     sampler.set_timesteps(n)                         # choose n of the T training steps
     for t in sampler.timesteps:                      # descending tensor indices, T-1 first
         eps = model(x, t, y)
         x, x0_pred = sampler.step(eps, t, x, generator)
 
-``sample()`` below is that loop, plus labels, classifier-free guidance and a per-step callback.
+``sample_iter()`` below is that loop, plus labels and classifier-free guidance, as a generator that yields
+``SampleState(t, x, pred_x0)``: first ``(None, x_T, None)``, then one item after every step; ``sample()``
+runs it to the end. ``SamplingOptions`` holds the user's choices (sampler, steps, guidance, eta, variance,
+seed) and checks them; ``make_sampler`` builds the sampler they describe.
 
 Strided sampling (n < T) uses the sub-sequence tau = (tau_n > ... > tau_1) of tensor indices chosen
 by ``set_timesteps`` and the respaced process whose cumulative products are alpha_bar_{tau_i}
@@ -27,15 +34,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from .diffusion import PREDICTION_TYPES
+from .diffusion import (
+    PREDICTION_TYPES,
+    half_log_snr,
+    marginal_coefficients,
+    posterior_mean,
+    posterior_variance,
+    x0_eps_from_model_output,
+)
 from .schedules import NoiseSchedule
 
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "dpmpp")
+SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++(2M)"}
 
 
 class StepOutput(NamedTuple):
@@ -44,7 +60,7 @@ class StepOutput(NamedTuple):
 
 
 class Sampler:
-    """Common part of DDPM and DDIM: timestep selection and conversion of model outputs."""
+    """Common part of DDPM, DDIM and DPM-Solver++: timestep selection and conversion of model outputs."""
 
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "eps", clip_x0: bool = True):
         if prediction_type not in PREDICTION_TYPES:
@@ -90,21 +106,9 @@ class Sampler:
         return self._ab[t], (self._ab[prev] if prev >= 0 else 1.0), prev
 
     def _x0_eps(self, model_output: torch.Tensor, t: int, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted x_0 and eps from the model output (Eq. 4 solved for the unknown; v as in Salimans & Ho).
-        With clipping, eps is recomputed from the clipped x_0 so that the pair stays consistent."""
-        ab = self._ab[int(t)]
-        sqrt_ab, sqrt_1m_ab = math.sqrt(ab), math.sqrt(1 - ab)
-        if self.prediction_type == "eps":
-            x0 = (x_t - sqrt_1m_ab * model_output) / sqrt_ab
-        elif self.prediction_type == "x0":
-            x0 = model_output
-        else:  # v
-            x0 = sqrt_ab * x_t - sqrt_1m_ab * model_output
-        if self.clip_x0:
-            x0 = x0.clamp(-1.0, 1.0)
-        if self.prediction_type == "eps" and not self.clip_x0:
-            return x0, model_output
-        return x0, (x_t - sqrt_ab * x0) / sqrt_1m_ab
+        """Predicted x_0 and eps from the model output (``ddpmlib.diffusion.x0_eps_from_model_output``),
+        x_0 clipped to [-1, 1] if ``clip_x0`` (eps then recomputed from it)."""
+        return x0_eps_from_model_output(model_output, x_t, self._ab[int(t)], self.prediction_type, self.clip_x0)
 
     @staticmethod
     def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -129,18 +133,16 @@ class DDPMSampler(Sampler):
     def step(
         self, model_output: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None = None
     ) -> StepOutput:
-        # 1. alpha_bar of this step and the next, and the (respaced) beta_t, alpha_t
+        # 1. alpha_bar of this step and the next (the respaced beta_t = 1 - alpha_bar_t / alpha_bar_prev)
         ab_t, ab_prev, prev = self._alpha_bars(t)
-        beta_t = 1 - ab_t / ab_prev
-        alpha_t = 1 - beta_t
         # 2. predicted x_0 (Eq. 15), clipped to [-1, 1]
         x0, _ = self._x0_eps(model_output, t, x_t)
         # 3. posterior mean mu_tilde_t(x_t, x_0) (Eq. 7)
-        mean = (math.sqrt(ab_prev) * beta_t / (1 - ab_t)) * x0 + (math.sqrt(alpha_t) * (1 - ab_prev) / (1 - ab_t)) * x_t
+        mean = posterior_mean(x0, x_t, ab_t, ab_prev)
         if prev < 0:  # the last step returns the mean (Algorithm 2: z = 0 when t = 1)
             return StepOutput(mean, x0)
-        # 4. add noise with variance sigma_t^2
-        var = beta_t if self.variance == "beta" else beta_t * (1 - ab_prev) / (1 - ab_t)
+        # 4. add noise with variance sigma_t^2: beta_t or beta_tilde_t (Eq. 7)
+        var = 1 - ab_t / ab_prev if self.variance == "beta" else posterior_variance(ab_t, ab_prev)
         return StepOutput(mean + math.sqrt(var) * self._noise(x_t, generator), x0)
 
 
@@ -166,7 +168,7 @@ class DDIMSampler(Sampler):
         # 2. predicted x_0 and the eps consistent with it
         x0, eps = self._x0_eps(model_output, t, x_t)
         # 3. sigma_t(eta), Eq. 16
-        var = self.eta**2 * (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
+        var = self.eta**2 * posterior_variance(ab_t, ab_prev)
         # 4. Eq. 12: point back towards x_t, plus fresh noise
         prev_sample = math.sqrt(ab_prev) * x0 + math.sqrt(max(0.0, 1 - ab_prev - var)) * eps
         if prev >= 0 and self.eta > 0:
@@ -174,18 +176,200 @@ class DDIMSampler(Sampler):
         return StepOutput(prev_sample, x0)
 
 
-def make_sampler(name: str, schedule: NoiseSchedule, num_steps: int | None = None, **kwargs) -> Sampler:
-    """``make_sampler("ddim", schedule, 50, eta=0.0)``; ``num_steps`` defaults to T."""
-    if name == "ddpm":
-        kwargs.pop("eta", None)
-        sampler = DDPMSampler(schedule, **kwargs)
-    elif name == "ddim":
-        kwargs.pop("variance", None)
-        sampler = DDIMSampler(schedule, **kwargs)
+class DPMSolverPPSampler(Sampler):
+    """DPM-Solver++(2M), Lu et al. (2022), "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
+    Probabilistic Models" (arXiv:2211.01095), Algorithm 2: a deterministic multistep second-order solver of
+    the diffusion ODE in data-prediction form.
+
+    Notation of the paper: alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t) (Eq. 4 of Ho et al.),
+    the half-log-SNR lambda_t = log(alpha_t / sigma_t), x_theta(x_t, t) the predicted x_0 (clipped to [-1, 1]
+    like the other samplers: the paper's "thresholding"). The exact solution from t to the next time s < t is
+
+        x_s = sigma_s / sigma_t x_t + sigma_s int_{lambda_t}^{lambda_s} e^lambda x_theta(x_lambda, lambda) dlambda
+
+    and with h = lambda_s - lambda_t the solver's update is
+
+        x_s = sigma_s / sigma_t x_t - alpha_s (e^{-h} - 1) D,
+
+    where D = x_theta(x_t, t) gives the first-order solver (the same update as DDIM with eta = 0), and
+    Algorithm 2 uses the previous step's prediction as well, with r = h_prev / h:
+
+        D = (1 + 1 / (2 r)) x_theta(x_t, t) - 1 / (2 r) x_theta(x_{t_prev}, t_prev).
+
+    First order on the first step (there is no previous prediction yet) and on the last two:
+
+    * the last step, from tensor index 0 (paper t = 1) to x_0: there alpha_bar_prev = 1, so sigma_s = 0,
+      lambda_s = +inf, e^{-h} = 0 and the update is x_0 = alpha_s D = x_theta(x_t, t) (the second-order
+      correction would need r = h_prev / h = 0);
+    * the step into tensor index 0: lambda grows like -1/2 log(t) as t -> 0, so with timesteps evenly spaced
+      in t this last interval is much longer in lambda than the one before (lambda 1.0 -> 4.6 after 0.2-long
+      steps, for 10 steps of the linear schedule) and the multistep extrapolation, weighted 1 + 1/(2r) with
+      r << 1, overshoots. The reference implementations fall back to first order at the end for the same
+      reason (``lower_order_final`` in Lu et al.'s code and in diffusers). A bounded number of first-order
+      steps keeps the global order 2 (``tests/test_samplers.py`` checks the error ratios).
+
+    The sampler keeps the previous prediction x_theta and step h as state: ``set_timesteps`` and a step at
+    the first timestep reset it, and steps must come in the order of ``timesteps``. Deterministic:
+    ``generator`` is unused. Guidance works as for the other samplers, on the model output.
+    """
+
+    def set_timesteps(self, num_steps: int, t_start: int | None = None) -> None:
+        super().set_timesteps(num_steps, t_start)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._x0_prev: torch.Tensor | None = None  # x_theta at the previous step
+        self._h_prev = 0.0  # lambda_{t_prev} -> lambda_t of the previous step
+        self._next = 0  # index into self.timesteps of the step expected next
+
+    def step(
+        self, model_output: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None = None
+    ) -> StepOutput:
+        # 1. alpha_bar of this step and the next; alpha, sigma and lambda of both
+        ab_t, ab_prev, prev = self._alpha_bars(t)
+        timesteps = self.timesteps.tolist()
+        if int(t) == timesteps[0]:
+            self._reset()  # a new trajectory starts
+        elif self._next >= len(timesteps) or int(t) != timesteps[self._next]:
+            raise ValueError(
+                f"DPM-Solver++ is a multistep method: call step for the timesteps in order, starting at "
+                f"{timesteps[0]} (got {int(t)}); set_timesteps resets it"
+            )
+        self._next = timesteps.index(int(t)) + 1
+        alpha_t, sigma_t = marginal_coefficients(ab_t)
+        alpha_s, sigma_s = marginal_coefficients(ab_prev)
+        # 2. the data prediction x_theta(x_t, t), clipped to [-1, 1]
+        x0, _ = self._x0_eps(model_output, t, x_t)
+        if prev < 0:  # 3a. last step: sigma_s = 0, e^{-h} = 0, so x_0 = alpha_s D with D = x_theta (first order)
+            self._x0_prev = None
+            return StepOutput(alpha_s * x0, x0)
+        h = half_log_snr(ab_prev) - half_log_snr(ab_t)
+        # 3b. D: first order on the first step and on the step into the last timestep, else Algorithm 2's
+        # multistep combination
+        if self._x0_prev is None or prev == timesteps[-1]:
+            d = x0
+        else:
+            r = self._h_prev / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * self._x0_prev
+        # 4. x_s = sigma_s / sigma_t x_t - alpha_s (e^{-h} - 1) D
+        prev_sample = (sigma_s / sigma_t) * x_t - (alpha_s * math.expm1(-h)) * d
+        self._x0_prev, self._h_prev = x0, h
+        return StepOutput(prev_sample, x0)
+
+
+VARIANCES = ("beta_tilde", "beta")  # DDPM's sigma_t^2 (Ho et al. 2020, Sec. 3.2)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to sample, checked on construction (a clear ``ValueError`` for anything invalid).
+
+    * ``sampler``         "ddpm" (Algorithm 2), "ddim" or "dpmpp" (DPM-Solver++(2M)); see ``SAMPLER_NAMES``
+    * ``steps``           number of denoising steps (at most T, which ``make_sampler`` checks against the schedule)
+    * ``guidance_scale``  w >= 0 of classifier-free guidance: (1 + w) eps(x, y) - w eps(x, null); 0 = none
+    * ``eta``             DDIM only: 0 deterministic ... 1 as much noise as DDPM
+    * ``variance``        DDPM only: sigma_t^2 = "beta_tilde" (the default when None) or "beta"
+    * ``seed``            seed of the generator that draws x_T and the noise (None: 0, or the caller's generator)
+
+    An option that does not apply to the chosen sampler (``eta`` other than 0 for DDPM or DPM-Solver++,
+    ``variance`` for DDIM or DPM-Solver++) is an error, not silently ignored.
+    """
+
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance_scale: float = 0.0
+    eta: float = 0.0
+    variance: str | None = None
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if not _is_int(self.steps) or self.steps < 1:
+            raise ValueError(f"the number of sampling steps must be a positive integer, got {self.steps!r}")
+        if not _is_number(self.guidance_scale) or not 0 <= self.guidance_scale < math.inf:
+            raise ValueError(f"guidance_scale must be a number >= 0 (0: no guidance), got {self.guidance_scale!r}")
+        if not _is_number(self.eta) or not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eta must be a number between 0 and 1, got {self.eta!r}")
+        if self.eta != 0 and self.sampler != "ddim":
+            raise ValueError(
+                f"eta applies to the DDIM sampler only; {SAMPLER_NAMES[self.sampler]} got eta={self.eta!r}"
+            )
+        if self.variance is not None:
+            if self.variance not in VARIANCES:
+                raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {self.variance!r}")
+            if self.sampler != "ddpm":
+                raise ValueError(
+                    f"variance applies to the DDPM sampler only; {SAMPLER_NAMES[self.sampler]} "
+                    f"got variance={self.variance!r}"
+                )
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
+            raise ValueError(f"seed must be an integer between 0 and 2**63 - 1, got {self.seed!r}")
+        # plain Python types from here on (numpy scalars from sliders and argparse work too)
+        object.__setattr__(self, "steps", int(self.steps))
+        object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
+        object.__setattr__(self, "eta", float(self.eta))
+        if self.seed is not None:
+            object.__setattr__(self, "seed", int(self.seed))
+
+    @classmethod
+    def resolve(cls, options: SamplingOptions | None = None, **keywords) -> SamplingOptions:
+        """``options``, or the options the keywords describe (the fields above; None means the default).
+        Giving both is an error, so that no keyword is silently overridden."""
+        given = {k: v for k, v in keywords.items() if v is not None}
+        if options is None:
+            return cls(**given)
+        if not isinstance(options, cls):
+            raise TypeError(f"options must be a SamplingOptions, got {type(options).__name__}")
+        if given:
+            raise ValueError(
+                f"give the sampling options either as options=SamplingOptions(...) or as keywords, not both "
+                f"(got options and {', '.join(given)})"
+            )
+        return options
+
+
+def make_sampler(
+    name: str | SamplingOptions,
+    schedule: NoiseSchedule,
+    num_steps: int | None = None,
+    *,
+    eta: float | None = None,
+    variance: str | None = None,
+    prediction_type: str = "eps",
+    clip_x0: bool = True,
+) -> Sampler:
+    """The sampler that ``SamplingOptions`` describe, with its timesteps set:
+
+        make_sampler("ddim", schedule, 50, eta=0.5)                       # name, steps (default T), options
+        make_sampler(SamplingOptions("dpmpp", steps=10), schedule)        # or the options themselves
+
+    ``guidance_scale`` and ``seed`` of the options belong to the sampling loop (``sample_iter``), not to the
+    sampler. Options that do not apply to the sampler raise ``ValueError`` (see ``SamplingOptions``).
+    """
+    if isinstance(name, SamplingOptions):
+        if num_steps is not None or eta is not None or variance is not None:
+            raise ValueError("give make_sampler either SamplingOptions or num_steps/eta/variance, not both")
+        options = name
     else:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    if num_steps is not None:
-        sampler.set_timesteps(num_steps)
+        steps = schedule.T if num_steps is None else num_steps
+        options = SamplingOptions(sampler=name, steps=steps, eta=0.0 if eta is None else eta, variance=variance)
+    kwargs = dict(prediction_type=prediction_type, clip_x0=clip_x0)
+    if options.sampler == "ddpm":
+        sampler = DDPMSampler(schedule, variance=options.variance or "beta_tilde", **kwargs)
+    elif options.sampler == "ddim":
+        sampler = DDIMSampler(schedule, eta=options.eta, **kwargs)
+    else:
+        sampler = DPMSolverPPSampler(schedule, **kwargs)
+    sampler.set_timesteps(options.steps)
     return sampler
 
 
@@ -206,6 +390,14 @@ def guided_model_output(
     return (1 + guidance_scale) * cond - guidance_scale * uncond
 
 
+class SampleState(NamedTuple):
+    """One item of ``sample_iter``: the state of the reverse process."""
+
+    t: int | None  # the timestep (tensor index) just taken; None for the starting sample
+    x: torch.Tensor  # the sample after that step, x_{t_prev} (x_0 after the last); x_T / x_start at the start
+    pred_x0: torch.Tensor | None  # the model's estimate of x_0 at step t; None at the start
+
+
 @torch.no_grad()
 def sample_iter(
     model: Callable,
@@ -213,14 +405,22 @@ def sample_iter(
     shape: tuple[int, ...],
     labels: torch.Tensor | None = None,
     guidance_scale: float = 0.0,
+    *,
     generator: torch.Generator | None = None,
     x_start: torch.Tensor | None = None,
     null_label: int | None = None,
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Run the reverse process and yield ``(t, x_prev, pred_x0)`` after every step.
+    yield_start: bool = True,
+) -> Iterator[SampleState]:
+    """Run the reverse process, yielding ``SampleState(t, x, pred_x0)`` named tuples:
+
+    1. first (unless ``yield_start=False``) the starting sample: ``(None, x_T, None)``, where x_T is the noise
+       drawn from ``generator`` (or ``x_start``), so a caller can show it without drawing it again;
+    2. then one item after every step t of ``sampler.timesteps``: ``(t, x_prev, pred_x0)``. The ``x`` of
+       the last item is the result x_0 (not clamped).
 
     ``x_start`` replaces the initial noise x_T (for example a noised drawing, with
     ``sampler.set_timesteps(n, t_start)``). ``labels`` (B,) of ints; None means unconditional.
+    Nothing is kept between items: a caller that keeps only the last one holds one step in memory.
     """
     device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")
     if null_label is None:
@@ -237,21 +437,37 @@ def sample_iter(
         labels = torch.as_tensor(labels, dtype=torch.long, device=device)
         if labels.shape != (shape[0],):
             raise ValueError(f"labels must have shape ({shape[0]},), got {tuple(labels.shape)}")
+    if yield_start:
+        yield SampleState(None, x, None)
     for t in sampler.timesteps.tolist():
         tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
         out = guided_model_output(model, x, tt, labels, guidance_scale, null_label)
         x, x0 = sampler.step(out, t, x, generator=generator)
-        yield t, x, x0
+        del out  # not held while the caller looks at this step
+        yield SampleState(t, x, x0)
 
 
-def sample(model, sampler, shape, labels=None, guidance_scale=0.0, generator=None, x_start=None, callback=None):
+def sample(
+    model: Callable,
+    sampler: Sampler,
+    shape: tuple[int, ...],
+    labels: torch.Tensor | None = None,
+    guidance_scale: float = 0.0,
+    *,
+    generator: torch.Generator | None = None,
+    x_start: torch.Tensor | None = None,
+    callback: Callable | None = None,
+) -> torch.Tensor:
     """Run ``sample_iter`` to the end and return x_0 (B, C, H, W) in [-1, 1] (clamped).
 
     ``callback(i, t, x_t, pred_x0)``, if given, is called after every step i (0-based), for example to
     record the denoising trajectory.
     """
     x = None
-    for i, (t, x, x0) in enumerate(sample_iter(model, sampler, shape, labels, guidance_scale, generator, x_start)):
+    steps = sample_iter(
+        model, sampler, shape, labels, guidance_scale, generator=generator, x_start=x_start, yield_start=False
+    )
+    for i, (t, x, x0) in enumerate(steps):
         if callback is not None:
             callback(i, t, x, x0)
     return x.clamp(-1, 1)

@@ -3,6 +3,10 @@
 Architecture (Ho et al. 2020, Appendix B, scaled down): a stack of ResNet blocks with GroupNorm and
 SiLU at each resolution, strided-convolution downsampling, nearest-neighbour upsampling, skip
 connections from every block on the way down to the way up, and self-attention at chosen resolutions.
+Options used by the design study of notebook 09 (defaults reproduce the shipped model): BatchNorm in place
+of GroupNorm (``norm``), the convolution kernel size of the ResNet blocks (``kernel_size``), the kind of
+attention (``attention_type``: self-attention or CBAM, Woo et al. 2018) and whether the bottleneck has one
+(``mid_attention``), and the width of the embedding network (``emb_mult``).
 The timestep enters every ResNet block through an embedding, and so does the class label:
 label ``num_classes`` is the extra "null" label used for classifier-free guidance
 (Ho & Salimans 2022), so one network gives both eps(x_t, t, y) and eps(x_t, t, null).
@@ -22,6 +26,9 @@ from torch import nn
 
 from .schedules import make_betas
 
+NORMS = ("group", "batch")
+ATTENTION_TYPES = ("self", "cbam")
+
 
 @dataclass
 class UNetConfig:
@@ -31,8 +38,13 @@ class UNetConfig:
     channel_mults: tuple[int, ...] = (1, 2, 2)  # one entry per resolution: 28 -> 14 -> 7
     num_res_blocks: int = 1  # ResNet blocks per resolution (the way up has one more)
     attention_resolutions: tuple[int, ...] = (7,)  # feature-map sizes that get self-attention
+    attention_type: str = "self"  # "self" (multi-head self-attention) or "cbam" (channel + spatial, Woo et al. 2018)
+    mid_attention: bool = True  # attention between the two bottleneck ResNet blocks
     num_heads: int = 4
     dropout: float = 0.1
+    norm: str = "group"  # "group" (GroupNorm, Wu & He 2018) or "batch" (BatchNorm; see notebook 09)
+    kernel_size: int = 3  # kernel of the ResNet blocks' convolutions (odd)
+    emb_mult: int = 4  # width of the time/label embedding network: emb_mult * base_channels
     scale_shift: bool = False  # embedding sets GroupNorm scale and shift (AdaGN) instead of adding a bias
     groups: int = 8  # GroupNorm groups
     num_classes: int = 10  # labels 0..num_classes-1; label num_classes is the null label
@@ -44,6 +56,16 @@ class UNetConfig:
     def __post_init__(self):
         self.channel_mults = tuple(self.channel_mults)
         self.attention_resolutions = tuple(self.attention_resolutions)
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.attention_type not in ATTENTION_TYPES:
+            raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {self.attention_type!r}")
+        if isinstance(self.kernel_size, bool) or not isinstance(self.kernel_size, int) or self.kernel_size < 1:
+            raise ValueError(f"kernel_size must be an odd integer >= 1, got {self.kernel_size!r}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (so that padding keeps the size), got {self.kernel_size}")
+        if isinstance(self.emb_mult, bool) or not isinstance(self.emb_mult, int) or self.emb_mult < 1:
+            raise ValueError(f"emb_mult must be an integer >= 1, got {self.emb_mult!r}")
         if self.time_embedding not in ("sinusoidal", "scalar"):
             raise ValueError(f"time_embedding must be 'sinusoidal' or 'scalar', got {self.time_embedding!r}")
         if self.image_size % 2 ** (len(self.channel_mults) - 1):
@@ -70,6 +92,14 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
 
+def make_norm(kind: str, groups: int, channels: int) -> nn.Module:
+    """GroupNorm (statistics per example, so the same at training and sampling time) or BatchNorm
+    (statistics over the batch while training, running averages when sampling; see notebook 09)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    return nn.GroupNorm(groups, channels)
+
+
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv, add the (time + label) embedding, GroupNorm -> SiLU -> dropout -> conv, + skip.
 
@@ -78,15 +108,26 @@ class ResBlock(nn.Module):
     Sec. 3): the label and timestep can then rescale features, not only shift them.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int, dropout: float, scale_shift: bool = False):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        emb_dim: int,
+        groups: int,
+        dropout: float,
+        scale_shift: bool = False,
+        norm: str = "group",
+        kernel_size: int = 3,
+    ):
         super().__init__()
         self.scale_shift = scale_shift
-        self.norm1 = nn.GroupNorm(groups, in_ch)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        pad = kernel_size // 2
+        self.norm1 = make_norm(norm, groups, in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, kernel_size, padding=pad)
         self.emb = nn.Linear(emb_dim, 2 * out_ch if scale_shift else out_ch)
-        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.norm2 = make_norm(norm, groups, out_ch)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, kernel_size, padding=pad)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: stabler early training
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
@@ -106,10 +147,10 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention over the H*W positions of a feature map, with a residual connection."""
 
-    def __init__(self, ch: int, groups: int, num_heads: int):
+    def __init__(self, ch: int, groups: int, num_heads: int, norm: str = "group"):
         super().__init__()
         self.num_heads = num_heads
-        self.norm = nn.GroupNorm(groups, ch)
+        self.norm = make_norm(norm, groups, ch)
         self.qkv = nn.Conv2d(ch, 3 * ch, 1)
         self.out = nn.Conv2d(ch, ch, 1)
         nn.init.zeros_(self.out.weight)
@@ -124,6 +165,55 @@ class Attention(nn.Module):
         return x + self.out(h)
 
 
+class CBAM(nn.Module):
+    """Convolutional Block Attention Module (Woo et al. 2018, "CBAM", Sec. 3, Eqs. 1-3).
+
+    Channel attention, then spatial attention, each a multiplicative gate in (0, 1):
+        M_c(F) = sigmoid(MLP(AvgPool(F)) + MLP(MaxPool(F)))              (Eq. 2), F' = M_c(F) * F
+        M_s(F') = sigmoid(conv_7x7([mean_c(F'); max_c(F')]))             (Eq. 3), F'' = M_s(F') * F'
+    The MLP is shared by both pooled descriptors and has a hidden layer of C / reduction units.
+    (B, C, H, W) -> (B, C, H, W). Self-attention lets every position look at every other one;
+    CBAM only re-weights channels and positions, at a fraction of the cost.
+    """
+
+    def __init__(self, ch: int, reduction: int = 4, spatial_kernel: int = 7):
+        super().__init__()
+        hidden = max(1, ch // reduction)
+        self.mlp = nn.Sequential(nn.Conv2d(ch, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, ch, 1))
+        self.spatial = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2)
+
+    def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
+        """M_c, (B, C, 1, 1)."""
+        avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
+        mx = self.mlp(x.amax(dim=(2, 3), keepdim=True))
+        return torch.sigmoid(avg + mx)
+
+    def spatial_gate(self, x: torch.Tensor) -> torch.Tensor:
+        """M_s, (B, 1, H, W)."""
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)  # (B, 2, H, W)
+        return torch.sigmoid(self.spatial(pooled))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.channel_gate(x) * x
+        return self.spatial_gate(x) * x
+
+
+class CBAMBlock(nn.Module):
+    """CBAM as a residual block of the U-Net, shaped like ``Attention``: x + proj(CBAM(norm(x))), with the
+    projection initialised to zero so that the block starts as the identity."""
+
+    def __init__(self, ch: int, groups: int, norm: str = "group"):
+        super().__init__()
+        self.norm = make_norm(norm, groups, ch)
+        self.cbam = CBAM(ch)
+        self.out = nn.Conv2d(ch, ch, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.out(self.cbam(self.norm(x)))
+
+
 class UNet(nn.Module):
     """eps_theta(x_t, t, y): input (B, C, H, W), tensor-index timesteps (B,), labels (B,) -> (B, C, H, W)."""
 
@@ -131,7 +221,7 @@ class UNet(nn.Module):
         super().__init__()
         self.config = cfg = config or UNetConfig()
         ch = cfg.base_channels
-        emb_dim = 4 * ch
+        emb_dim = cfg.emb_mult * ch
         if cfg.time_embedding == "scalar":
             # the features (t/T, beta_t, alpha_bar_t) of the paper step t; stored, not trained
             betas = make_betas(cfg.schedule, cfg.num_timesteps)
@@ -162,9 +252,9 @@ class UNet(nn.Module):
                 res //= 2
         self.mid = nn.ModuleList(
             [
-                ResBlock(ch, ch, emb_dim, cfg.groups, cfg.dropout, cfg.scale_shift),
-                Attention(ch, cfg.groups, cfg.num_heads),
-                ResBlock(ch, ch, emb_dim, cfg.groups, cfg.dropout, cfg.scale_shift),
+                self._resblock(ch, ch, emb_dim),
+                self._attention(ch) if cfg.mid_attention else nn.Identity(),
+                self._resblock(ch, ch, emb_dim),
             ]
         )
         self.up = nn.ModuleList()
@@ -178,16 +268,25 @@ class UNet(nn.Module):
                     nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1))
                 )
                 res *= 2
-        self.norm_out = nn.GroupNorm(cfg.groups, ch)
+        self.norm_out = make_norm(cfg.norm, cfg.groups, ch)
         self.conv_out = nn.Conv2d(ch, cfg.image_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def _block(self, in_ch: int, out_ch: int, emb_dim: int, res: int) -> nn.Module:
+    def _resblock(self, in_ch: int, out_ch: int, emb_dim: int) -> ResBlock:
         cfg = self.config
-        block = ResBlock(in_ch, out_ch, emb_dim, cfg.groups, cfg.dropout, cfg.scale_shift)
-        if res in cfg.attention_resolutions:
-            return nn.ModuleList([block, Attention(out_ch, cfg.groups, cfg.num_heads)])
+        return ResBlock(in_ch, out_ch, emb_dim, cfg.groups, cfg.dropout, cfg.scale_shift, cfg.norm, cfg.kernel_size)
+
+    def _attention(self, ch: int) -> nn.Module:
+        cfg = self.config
+        if cfg.attention_type == "cbam":
+            return CBAMBlock(ch, cfg.groups, cfg.norm)
+        return Attention(ch, cfg.groups, cfg.num_heads, cfg.norm)
+
+    def _block(self, in_ch: int, out_ch: int, emb_dim: int, res: int) -> nn.Module:
+        block = self._resblock(in_ch, out_ch, emb_dim)
+        if res in self.config.attention_resolutions:
+            return nn.ModuleList([block, self._attention(out_ch)])
         return nn.ModuleList([block])
 
     def embed(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 
 import torch
 
 from ddpmlib.pipeline import DDPMPipeline
 from ddpmlib.schedules import NoiseSchedule
-from ddpmlib.train import build_configs, diffusion_loss
+from ddpmlib.train import build_configs, diffusion_loss, load_config_file
 from ddpmlib.unet import UNet, count_parameters
 
 
@@ -31,7 +30,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    raw = json.load(open(args.config))
+    raw = load_config_file(args.config)  # found from any working directory
     model_cfg, diff_cfg, train_cfg = build_configs(raw)
     bs = args.batch_size or train_cfg.batch_size
     schedule = NoiseSchedule.from_name(diff_cfg.schedule, diff_cfg.T)

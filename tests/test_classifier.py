@@ -1,8 +1,6 @@
 """The MNIST classifier that judges generated digits (ddpmlib.classifier)."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,13 +19,6 @@ from ddpmlib.classifier import (
 )
 
 SUBSET = 2000  # test images for the shipped classifier's accuracy check (a fixed random subset)
-
-
-def mnist_root() -> str:
-    root = os.environ.get("DDPM_DATA_ROOT")
-    if not root or not (Path(root) / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
-        pytest.skip("needs MNIST: set DDPM_DATA_ROOT to a directory holding MNIST/raw/*-ubyte (CI: ../shared/data)")
-    return root
 
 
 def test_shapes_and_features():
@@ -93,11 +84,11 @@ def test_training_learns_a_toy_task():
     assert accuracy(model, images, labels) > 0.95
 
 
-def test_shipped_classifier_accuracy():
+def test_shipped_classifier_accuracy(mnist_root):
     """The shipped weights, as loaded (fp16 on disk), on 2000 randomly chosen test images."""
     from ddpmlib.data import load_mnist
 
-    images, labels = load_mnist(train=False, root=mnist_root(), download=False)
+    images, labels = load_mnist(train=False, root=mnist_root, download=False)
     idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:SUBSET]
     model = load_classifier(SHIPPED_CLASSIFIER)
     assert model.info["test_accuracy"] >= 0.99  # recorded on all 10,000 test images by the training command

@@ -89,3 +89,26 @@ def test_unknown_prediction_type():
     x = torch.zeros(1, 1, 2, 2)
     with pytest.raises(ValueError, match="unknown prediction_type"):
         model_output_to_x0_eps(sched, x, x, torch.tensor([0]), "score")
+
+
+def test_formulas_take_float_or_tensor_alpha_bars_and_clip_consistently():
+    """The samplers call ddpmlib.diffusion's formulas with Python floats, the likelihood with tensors: same values."""
+    from ddpmlib.diffusion import posterior_mean, posterior_variance, x0_eps_from_model_output
+
+    sched = NoiseSchedule.from_name("linear", 1000)
+    g = torch.Generator().manual_seed(2)
+    xt, out = torch.randn(1, 1, 4, 4, generator=g), 3 * torch.randn(1, 1, 4, 4, generator=g)
+    t = 400
+    ab, ab_prev = sched.float64["alpha_bars"][t].item(), sched.float64["alpha_bars_prev"][t].item()
+    for prediction_type in ("eps", "x0", "v"):
+        x0_f, eps_f = x0_eps_from_model_output(out, xt, ab, prediction_type)
+        x0_t, eps_t = model_output_to_x0_eps(sched, out, xt, torch.tensor([t]), prediction_type)
+        torch.testing.assert_close(x0_f, x0_t, atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(eps_f, eps_t, atol=1e-5, rtol=1e-6)
+        x0_c, eps_c = x0_eps_from_model_output(out, xt, ab, prediction_type, clip_x0=True)
+        assert x0_c.abs().max() <= 1 and (x0_c != x0_f).any()  # out is large: some x_0 get clipped
+        torch.testing.assert_close(ab**0.5 * x0_c + (1 - ab) ** 0.5 * eps_c, xt)  # the pair still gives x_t (Eq. 4)
+    x0 = torch.rand(1, 1, 4, 4, generator=g) * 2 - 1
+    mean, var, _ = q_posterior_mean_variance(sched, x0, xt, torch.tensor([t]))
+    torch.testing.assert_close(posterior_mean(x0, xt, ab, ab_prev), mean, atol=1e-6, rtol=1e-6)
+    assert posterior_variance(ab, ab_prev) == pytest.approx(sched.float64["posterior_variance"][t].item(), rel=1e-12)

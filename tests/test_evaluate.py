@@ -1,7 +1,6 @@
 """Evaluation (ddpmlib.evaluate): accuracy, Frechet distance, memorisation and the command."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,32 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_checkpoint
 
 from ddpmlib import evaluate as ev
-from ddpmlib.checkpoint import save_checkpoint
 from ddpmlib.classifier import SHIPPED_CLASSIFIER, ClassifierConfig, MNISTClassifier, save_classifier
 from ddpmlib.pipeline import load_pipeline
-from ddpmlib.unet import UNet, UNetConfig
+from ddpmlib.samplers import SamplingOptions
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def mnist_root() -> str:
-    root = os.environ.get("DDPM_DATA_ROOT")
-    if not root or not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip("needs MNIST: set DDPM_DATA_ROOT to a directory holding MNIST/raw/*-ubyte (CI: ../shared/data)")
-    return root
-
-
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    """A random-init conditional U-Net with T = 20: fast to sample, draws noise."""
-    torch.manual_seed(0)
-    cfg = UNetConfig(base_channels=8, channel_mults=(1, 2), attention_resolutions=(), groups=4)
-    directory = tmp_path_factory.mktemp("tiny") / "ckpt"
-    config = {"model": cfg.to_dict(), "diffusion": {"schedule": "linear", "T": 20, "prediction_type": "eps"}}
-    save_checkpoint(directory, config, ema_model=UNet(cfg))
-    return directory
+    """A random tiny conditional U-Net with T = 20: fast to sample, draws noise."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", T=20)
 
 
 # --- the measures on hand-made inputs ----------------------------------------------------------------
@@ -55,6 +42,16 @@ def test_conditional_accuracy():
     assert acc["correct"] == 5 and acc["total"] == 9
     assert acc["per_class"][:3] == pytest.approx([0.5, 1.0, 0.25])
     assert acc["per_class"][3] is None  # no samples of class 3
+
+
+def test_wilson_interval():
+    lo, hi = ev.wilson_interval(95, 100)
+    assert (lo, hi) == pytest.approx((0.8882, 0.9785), abs=5e-4)  # textbook values for 95/100
+    lo, hi = ev.wilson_interval(1000, 1000)
+    assert hi == 1.0 and lo == pytest.approx(0.99617, abs=1e-4)  # not empty at k = n
+    assert ev.wilson_interval(0, 10)[0] == 0.0
+    with pytest.raises(ValueError, match="successes"):
+        ev.wilson_interval(11, 10)
 
 
 def test_frechet_distance():
@@ -119,12 +116,35 @@ def test_generate_samples_is_reproducible(tiny_checkpoint):
     assert torch.equal(x, x2) and not torch.equal(x, x3)
 
 
+def test_generate_samples_takes_options_or_keywords_and_every_sampler(tiny_checkpoint):
+    pipe = load_pipeline(tiny_checkpoint, device="cpu")
+    x, _ = ev.generate_samples(pipe, 5, sampler="dpmpp", steps=4, batch_size=2, progress=False)
+    x2, _ = ev.generate_samples(pipe, 5, SamplingOptions("dpmpp", 4, seed=0), batch_size=2, progress=False)
+    assert torch.equal(x, x2) and x.shape == (5, 1, 28, 28)
+    x3, _ = ev.generate_samples(pipe, 5, sampler="ddpm", steps=4, variance="beta", batch_size=2, progress=False)
+    assert not torch.equal(x, x3)
+    with pytest.raises(ValueError, match="eta applies to the DDIM sampler only"):
+        ev.generate_samples(pipe, 5, sampler="dpmpp", steps=4, eta=0.5, progress=False)
+    with pytest.raises(TypeError):
+        ev.generate_samples(pipe, 5, "ddim", 4)  # the old positional form is gone
+
+
+def test_cli_rejects_options_that_do_not_apply(tiny_checkpoint):
+    for extra, message in (
+        (["--sampler", "ddpm", "--eta", "0.5"], "eta applies to the DDIM sampler only"),
+        (["--sampler", "dpmpp", "--variance", "beta"], "variance applies to the DDPM sampler only"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            ev.main(["--checkpoint", str(tiny_checkpoint), "--steps", "3", "--no-progress", *extra])
+        assert str(e.value.code).startswith(f"error: {message}")
+
+
 # --- against real MNIST ------------------------------------------------------------------------------
 
 
-def test_training_digits_score_like_real_data_and_are_flagged_as_copies():
-    ref = ev.load_reference(SHIPPED_CLASSIFIER, mnist_root())
-    assert ev.load_reference(SHIPPED_CLASSIFIER, mnist_root()) is ref  # cached per process
+def test_training_digits_score_like_real_data_and_are_flagged_as_copies(mnist_root):
+    ref = ev.load_reference(SHIPPED_CLASSIFIER, mnist_root)
+    assert ev.load_reference(SHIPPED_CLASSIFIER, mnist_root) is ref  # cached per process
     idx = ev.balanced_subset(ref.train_labels, 300, seed=1)
     r = ev.evaluate_samples(ref.train_images[idx], ref.train_labels[idx], ref, full_baseline=False)
     assert r["accuracy"]["overall"] >= 0.98
@@ -192,8 +212,8 @@ def test_cli_bad_steps(tiny_checkpoint):
     assert "between 1 and 20" in str(e.value.code)
 
 
-def test_cli_end_to_end(tiny_checkpoint, tmp_path, capsys):
-    root = mnist_root()
+def test_cli_end_to_end(tiny_checkpoint, tmp_path, capsys, mnist_root):
+    root = mnist_root
     ev.main(
         [
             "--checkpoint",
@@ -234,3 +254,26 @@ def test_cli_end_to_end(tiny_checkpoint, tmp_path, capsys):
     from PIL import Image
 
     assert Image.open(tmp_path / "grid.png").size == (2 + 2 * 30, 2 + 10 * 30)  # 10 rows of 2 samples
+
+
+def test_sampler_table_script_resumes(tiny_checkpoint, tmp_path, capsys, mnist_root):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sampler_table", REPO / "scripts" / "sampler_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    assert table.parse_sampler("ddim:0.5") == ("ddim", 0.5) and table.parse_sampler("dpmpp") == ("dpmpp", 0.0)
+    root = mnist_root
+    csv_path = tmp_path / "t.csv"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--data-root", root, "--num-samples", "10", "--batch-size", "4"]
+    argv += ["--steps", "2", "--samplers", "ddim:0.5", "dpmpp", "--csv", str(csv_path)]
+    table.main(argv)
+    first = csv_path.read_text()
+    assert len(first.splitlines()) == 1 + 2
+    out = capsys.readouterr().out
+    assert "| DDIM, eta 0.5 | 2 | 0 |" in out and "| DPM-Solver++(2M) | 2 | 0 |" in out
+    table.main(argv + ["--guidance-sweep", "0", "1", "--sweep-steps", "2"])  # w = 0 is known, w = 1 is new
+    lines = csv_path.read_text().splitlines()
+    assert lines[:3] == first.splitlines() and len(lines) == 4 and ",dpmpp,0,2,1,10,0,4," in lines[3]
+    with pytest.raises(SystemExit, match="between 1 and 20"):
+        table.main(argv[:-2] + ["--csv", str(tmp_path / "u.csv"), "--steps", "50"])

@@ -7,6 +7,7 @@ import torch
 from conftest import REPO, tiny_unet_config
 
 from ddpmlib.checkpoint import CheckpointError, read_tensors
+from ddpmlib.config import ConfigError
 from ddpmlib.data import MNISTNotFoundError, load_mnist
 from ddpmlib.pipeline import load_pipeline
 from ddpmlib.schedules import NoiseSchedule
@@ -36,7 +37,7 @@ def tiny_data(n=32, seed=0):
 
 
 def tiny_config(**train):
-    model = tiny_unet_config(image_size=8, num_classes=2).to_dict()
+    model = tiny_unet_config(image_size=8, num_classes=2, num_timesteps=50).to_dict()
     t = dict(batch_size=8, max_steps=40, lr=3e-3, warmup_steps=5, log_every=5, sample_every=0, checkpoint_every=10)
     t.update(train)
     return {"model": model, "diffusion": {"schedule": "linear", "T": 50}, "train": t}
@@ -78,8 +79,10 @@ def test_resume_rejects_a_different_model(tmp_path):
 def test_nan_loss_stops_without_writing_a_checkpoint(tmp_path):
     x, y = tiny_data()
     x[:] = float("nan")
-    with pytest.raises(FloatingPointError, match="loss became nan"):
-        train(tiny_config(), tmp_path, data=(x, y), progress=False)
+    with pytest.raises(FloatingPointError) as e:
+        train(tiny_config(precision="fp32"), tmp_path, data=(x, y), progress=False)
+    assert str(e.value).startswith("the loss became nan at step 0 (fp32); stopped without writing a checkpoint: ")
+    assert "this run has written no checkpoint yet" in str(e.value) and "precision=fp32" not in str(e.value)
     assert not (tmp_path / "checkpoint").exists()
 
 
@@ -159,6 +162,8 @@ def test_cli_reports_missing_data_clearly(tmp_path):
     )
     assert r.returncode != 0
     assert "Traceback" not in r.stderr and "--data-root" in r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: MNIST was not found under")
+    assert list(tmp_path.iterdir()) == [], "no empty MNIST/raw folders (nor a run folder) left behind"
 
 
 def test_mnist_loads(mnist_root):
@@ -236,3 +241,197 @@ def test_channels_last_auto_follows_the_device_and_precision():
     assert not use_channels_last("off", cuda, None)
     with pytest.raises(ValueError, match="channels_last must be auto, on or off"):
         use_channels_last("yes", cpu, None)
+
+
+# --- the output directory ------------------------------------------------------------------------------------
+
+
+def test_out_holding_a_run_is_refused_unless_resume_or_overwrite(tmp_path):
+    data = tiny_data()
+    train(tiny_config(max_steps=4, checkpoint_every=2, log_every=2), tmp_path, data=data, progress=False)
+    before = (tmp_path / "checkpoint" / "model.safetensors").read_bytes()
+    with pytest.raises(
+        FileExistsError, match=r"already holds a training run \(a checkpoint at step 4\); pass --resume"
+    ):
+        train(tiny_config(max_steps=2), tmp_path, data=data, progress=False)
+    assert (tmp_path / "checkpoint" / "model.safetensors").read_bytes() == before and len(read_log(tmp_path)) == 2
+    train(tiny_config(max_steps=2, log_every=1), tmp_path, data=data, progress=False, overwrite=True)
+    assert json.loads((tmp_path / "checkpoint" / "config.json").read_text())["step"] == 2
+    assert len(read_log(tmp_path)) == 2  # a fresh log, not the old one continued
+
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(CheckpointError, match="--resume: there is no checkpoint in"):
+        train(tiny_config(), tmp_path / "new", data=tiny_data(), progress=False, resume=True)
+    (tmp_path / "log.csv").write_text("step,loss,lr,images_per_s,elapsed_s\n")  # killed before its first checkpoint
+    with pytest.raises(
+        CheckpointError, match=r"no checkpoint in .* \(it holds log.csv\); start the run without --resume"
+    ):
+        train(tiny_config(), tmp_path, data=tiny_data(), progress=False, resume=True)
+    with pytest.raises(ConfigError, match="give one of them"):
+        train(tiny_config(), tmp_path, data=tiny_data(), progress=False, resume=True, overwrite=True)
+
+
+@pytest.mark.parametrize(
+    "file, edit, message",
+    [
+        ("config.json", lambda d: d.pop("step"), "has no step or train section"),
+        ("config.json", lambda d: d.update(step="ten"), "has step 'ten'"),
+        ("optimizer.json", lambda d: d.pop("param_groups"), "has no param_groups; the checkpoint is corrupt"),
+    ],
+)
+def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(tmp_path, file, edit, message):
+    train(tiny_config(max_steps=2, checkpoint_every=2), tmp_path, data=tiny_data(), progress=False)
+    path = tmp_path / "checkpoint" / file
+    d = json.loads(path.read_text())
+    edit(d)
+    path.write_text(json.dumps(d))
+    with pytest.raises(CheckpointError, match=message):
+        train(tiny_config(max_steps=4), tmp_path, data=tiny_data(), progress=False, resume=True)
+
+
+def test_resume_from_a_partial_checkpoint_is_a_clear_error(tmp_path):
+    train(tiny_config(max_steps=2, checkpoint_every=2), tmp_path, data=tiny_data(), progress=False)
+    (tmp_path / "checkpoint" / "optimizer.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"optimizer.safetensors does not exist"):
+        train(tiny_config(max_steps=4), tmp_path, data=tiny_data(), progress=False, resume=True)
+    export(tmp_path / "checkpoint", tmp_path / "checkpoint")  # now an inference-only (EMA) checkpoint
+    with pytest.raises(CheckpointError, match=r"holds only EMA weights \(an exported checkpoint\)"):
+        train(tiny_config(max_steps=4), tmp_path, data=tiny_data(), progress=False, resume=True)
+
+
+# --- non-finite and diverging training --------------------------------------------------------------------------
+
+
+class InfiniteGradient(torch.autograd.Function):
+    """Identity forward; an infinite gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return torch.full_like(g, float("inf"))
+
+
+def patch_loss(monkeypatch, from_step, change):
+    """Make ddpmlib.train's loss ``change(loss, model)`` from the ``from_step``-th call on."""
+    import ddpmlib.train as tr
+
+    real, calls = tr.diffusion_loss, []
+
+    def loss(model, *args, **kwargs):
+        calls.append(1)
+        value = real(model, *args, **kwargs)
+        return change(value, model) if len(calls) > from_step else value
+
+    monkeypatch.setattr(tr, "diffusion_loss", loss)
+
+
+def test_an_infinite_gradient_with_a_finite_loss_stops_before_the_update(tmp_path, monkeypatch):
+    def inf_grad(loss, model):
+        return loss + 0.0 * InfiniteGradient.apply(next(model.parameters())).sum()
+
+    patch_loss(monkeypatch, 3, inf_grad)
+    with pytest.raises(FloatingPointError) as e:
+        train(
+            tiny_config(max_steps=10, checkpoint_every=2, precision="fp32"), tmp_path, data=tiny_data(), progress=False
+        )
+    msg = str(e.value)
+    assert msg.startswith("the gradient norm became inf (loss 0.") and "at step 3 (fp32)" in msg
+    assert "the last checkpoint, from step 2, is in" in msg and "precision=fp32" not in msg  # already fp32
+    tensors = read_tensors(tmp_path / "checkpoint" / "model.safetensors")  # the step-2 checkpoint, all finite
+    assert json.loads((tmp_path / "checkpoint" / "config.json").read_text())["step"] == 2
+    assert all(torch.isfinite(v).all() for v in tensors.values())
+
+
+def test_a_diverging_loss_stops_the_run(tmp_path, monkeypatch):
+    patch_loss(monkeypatch, 1, lambda loss, model: loss * 1e30)
+    with pytest.raises(FloatingPointError) as e:
+        train(tiny_config(max_steps=10, precision="bf16"), tmp_path, data=tiny_data(), progress=False)
+    msg = str(e.value)
+    assert msg.startswith("the loss reached ") and "e+30, above train.max_loss=10000: training diverged" in msg
+    assert "at step 1 (bf16 autocast)" in msg
+    assert msg.endswith("or train.precision=fp32.")  # suggested only when the run was not fp32
+
+
+# --- the command line: one line per error, no traceback ----------------------------------------------------------
+
+
+def cli_error(tmp_path, *args, config=None) -> str:
+    from ddpmlib.train import main
+
+    if config is not None:
+        (tmp_path / "tiny.json").write_text(json.dumps(config))
+        args = ("--config", str(tmp_path / "tiny.json"), *args)
+    with pytest.raises(SystemExit) as e:
+        main(["--no-progress", *args])
+    msg = str(e.value.code)
+    assert msg.startswith("error: ") and "\n" not in msg, msg
+    return msg
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    out = str(tmp_path / "run")
+    assert "train.lr must be a number > 0, got 'abc'" in cli_error(tmp_path, "--out", out, "--set", "train.lr=abc")
+    assert "train.batch_size must be an integer >= 1, got -4" in cli_error(
+        tmp_path, "--out", out, "--set", "train.batch_size=-4"
+    )
+    assert "--device 'foo' is not a device" in cli_error(tmp_path, "--out", out, "--device", "foo")
+    if not torch.cuda.is_available():
+        assert "--device cuda: no CUDA GPU is available here" in cli_error(tmp_path, "--out", out, "--device", "cuda")
+    assert "does not exist" in cli_error(tmp_path, "--out", out, "--config", str(tmp_path / "nope.json"))
+    assert "there is no checkpoint" in cli_error(tmp_path, "--out", out, "--resume")
+
+
+def test_cli_errors_under_resume_are_one_line(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(max_steps=2, checkpoint_every=2), run, data=tiny_data(), progress=False)
+    config = tiny_config(max_steps=4)
+    assert "already holds a training run" in cli_error(tmp_path, "--out", str(run), config=config)
+    (run / "checkpoint" / "optimizer.json").write_text("{not json")
+    assert "optimizer.json (" in cli_error(tmp_path, "--out", str(run), "--resume", config=config)
+    (run / "checkpoint" / "config.json").write_text('{"format_version": 1, "model": {}, "diffusion": {}}')
+    assert "has no step or train section" in cli_error(tmp_path, "--out", str(run), "--resume", config=config)
+    (run / "checkpoint" / "config.json").write_text("")
+    assert "not valid JSON" in cli_error(tmp_path, "--out", str(run), "--resume", config=config)
+
+
+def test_cli_works_from_another_directory(tmp_path):
+    """The default config is found from any working directory; a bad setting is one line on stderr."""
+    r = subprocess.run(
+        [sys.executable, "-m", "ddpmlib.train", "--out", str(tmp_path / "run"), "--set", "train.log_every=0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
+    assert r.returncode == 1 and r.stderr == "error: train.log_every must be an integer >= 1, got 0\n", r.stderr
+
+
+def test_data_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
+    x, y = tiny_data()
+    with pytest.raises(ConfigError, match=r"the labels go from 0 to 2, but model.num_classes=2 allows 0..1"):
+        train(tiny_config(), tmp_path, data=(x, y.clamp(max=1) * 2), progress=False)
+    with pytest.raises(ConfigError, match=r"the images are \(1, 4, 4\) but the model expects \(1, 8, 8\)"):
+        train(tiny_config(), tmp_path, data=(x[:, :, :4, :4], y), progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_relative_data_root_means_the_same_folder_from_the_notebooks(tmp_path, monkeypatch):
+    """DDPM_DATA_ROOT=../shared/data, set for `make test` in the repository, also works from notebooks/."""
+    import ddpmlib.data as data
+
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "MNIST").mkdir(parents=True)
+    monkeypatch.setattr(data, "REPO_ROOT", repo)
+    monkeypatch.setenv("DDPM_DATA_ROOT", "../shared/data")
+    monkeypatch.chdir(repo)
+    assert data.data_root() == tmp_path / "shared" / "data"
+    monkeypatch.chdir(repo / "notebooks")
+    assert data.data_root() == tmp_path / "shared" / "data"
+    monkeypatch.delenv("DDPM_DATA_ROOT")
+    assert data.data_root() == repo / "data"  # the default: data/ in the repository, wherever we are
