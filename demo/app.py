@@ -54,8 +54,10 @@ this machine; nothing is sent anywhere."""
 GENERATE_HELP = """A diffusion model draws by **starting from pure noise and removing a little of it at every
 step**. At each step the network looks at the noisy image x_t and guesses the clean image x_0; the sampler
 uses that guess to take one step towards less noise. **DDPM** adds fresh noise at every step; **DDIM** with
-eta = 0 is deterministic and copes with far fewer steps. The **guidance scale** w pushes the images towards
-the chosen digit: ε = (1 + w)·ε(x_t, digit) − w·ε(x_t, no digit). After a run, the **timeline** replays it."""
+eta = 0 is deterministic and copes with far fewer steps; **DPM-Solver++(2M)** is deterministic too and, as
+a second-order solver that reuses the previous step's guess, needs fewer still. The **guidance scale** w
+pushes the images towards the chosen digit: ε = (1 + w)·ε(x_t, digit) − w·ε(x_t, no digit). After a run,
+the **timeline** replays it."""
 
 FORWARD_HELP = """Training needs noisy versions of real images, and the forward process gives them in one line:
 **x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε** with ε drawn from a standard normal distribution. ᾱ_t falls from 1 (the

@@ -65,7 +65,8 @@ def check_digit(digit, allow_all: bool = True) -> int | str:
 def check_sampler(sampler) -> str:
     s = sampler.lower() if isinstance(sampler, str) else None
     if s not in D.SAMPLERS:
-        fail(f"The sampler must be {' or '.join(D.SAMPLERS.values())}, got {str(sampler)[:40]!r}.")
+        names = ", ".join(f"{label} ({key!r})" for key, label in D.SAMPLERS.items())
+        fail(f"The sampler must be one of {names}; got {str(sampler)[:40]!r}.")
     return s
 
 

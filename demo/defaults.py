@@ -9,9 +9,10 @@ from __future__ import annotations
 ONE_OF_EACH = "one of each"
 
 # ---------------------------------------------------------------- defaults (what the page starts with)
-SAMPLERS = {"ddim": "DDIM", "ddpm": "DDPM"}  # offered samplers: ddpmlib name -> label
-SAMPLER = "ddim"
-STEPS = 25  # capped at the model's T
+# offered samplers: ddpmlib name -> label (ddpmlib.samplers.SAMPLER_NAMES); the first is listed first
+SAMPLERS = {"dpmpp": "DPM-Solver++(2M)", "ddim": "DDIM", "ddpm": "DDPM"}
+SAMPLER = "dpmpp"  # second order: few steps suffice (Lu et al. 2022)
+STEPS = 10  # capped at the model's T; the steps slider still reaches T
 GUIDANCE = 2.0  # w in eps = (1 + w) eps(x_t, y) - w eps(x_t, no digit)
 ETA = 0.0  # DDIM's eta (0 = deterministic); ignored by the other samplers
 DIGIT = ONE_OF_EACH

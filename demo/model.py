@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ddpmlib.pipeline import DDPMPipeline
+from ddpmlib.samplers import SamplingOptions
 from ddpmlib.schedules import SCHEDULES, NoiseSchedule
 
 from . import defaults as D
@@ -66,33 +67,32 @@ class DemoModel:
         """Run the reverse process; yield ``(t, x_t, x_next, pred_x0)`` per step, t the paper step of the
         step's input x_t (T down to 1), x_next its output, pred_x0 the model's estimate of x_0 from x_t.
 
-        Without ``x_start`` the noise x_T is drawn from ``generator`` exactly as ddpmlib draws it, so the
-        result equals ``pipe.generate(labels, seed=...)``. With it, sampling starts from x_start at paper
-        step ``t_start`` (SDEdit)."""
-        pipe = self.pipe
-        if x_start is None:
-            cfg = pipe.model.config
-            shape = (len(labels), cfg.image_channels, cfg.image_size, cfg.image_size)
-            x_start = torch.randn(shape, generator=generator, device=pipe.device)
-        x = x_start
-        kwargs = {"eta": eta} if sampler == "ddim" else {}
-        it = pipe.generate_iter(
-            labels,
-            sampler=sampler,
-            steps=steps,
-            guidance_scale=guidance,
-            generator=generator,
-            x_start=x_start,
-            t_start=None if t_start is None else to_index(t_start),
-            **kwargs,
-        )
+        Without ``x_start`` ddpmlib draws the noise x_T from ``generator`` (and hands it over as its first
+        item), so the result equals ``pipe.generate(labels, options=..., seed=...)``. With it, sampling
+        starts from x_start at paper step ``t_start`` (SDEdit). ``eta`` is DDIM's and ignored otherwise."""
+        try:
+            options = SamplingOptions(
+                sampler=sampler, steps=steps, guidance_scale=guidance, eta=eta if sampler == "ddim" else 0.0
+            )
+            it = self.pipe.generate_iter(
+                labels,
+                options=options,
+                generator=generator,
+                x_start=x_start,
+                t_start=None if t_start is None else to_index(t_start),
+                yield_start=True,
+            )
+            with torch.inference_mode():
+                _, x, _ = next(it)  # the start: x_T as drawn by ddpmlib, or x_start
+        except ValueError as e:  # ddpmlib's own checks; the demo's checks should have caught everything first
+            fail(str(e))
         while True:
             try:
                 with torch.inference_mode():  # per step: a generator's frame may resume on another thread
                     t, x_next, pred_x0 = next(it)
             except StopIteration:
                 return
-            except ValueError as e:  # ddpmlib's own checks; the demo's checks should have caught everything first
+            except ValueError as e:
                 fail(str(e))
             yield to_paper(t), x, x_next, pred_x0
             x = x_next

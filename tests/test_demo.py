@@ -123,6 +123,18 @@ def test_generate_equals_library_and_is_deterministic(m):
     assert torch.equal(traj.xt[-1], to_uint8(ref))  # the demo shows exactly what ddpmlib samples
 
 
+def test_dpmpp_is_the_default_and_equals_the_library(m):
+    """The default sampler, with x_T handed over by ddpmlib (not drawn again by the demo)."""
+    from ddpmlib.samplers import SamplingOptions
+
+    assert D.SAMPLER == "dpmpp" and D.STEPS <= 15
+    traj = run(m, digit="one of each", n=3, sampler="dpmpp", steps=4, w=1.0, seed=7)[-1]["trajectory"]
+    ref = m.pipe.generate([0, 1, 2], options=SamplingOptions("dpmpp", steps=4, guidance_scale=1.0, seed=7))
+    assert torch.equal(traj.xt[-1], to_uint8(ref))
+    x_T = torch.randn((3, 1, 28, 28), generator=torch.Generator().manual_seed(7))
+    assert torch.equal(traj.xt[0], to_uint8(x_T)) and traj.t[0] == T
+
+
 def test_random_seed_is_reported_and_reproducible(m):
     req = generate.validate(m, "7", 2, "ddim", 3, 1.0, 0.0, 0, True)
     assert 0 <= req.seed <= D.MAX_SEED and f"seed {req.seed}" in req.settings
@@ -149,8 +161,8 @@ def test_one_of_each_cycles_digits(m):
         ({"w": float("nan")}, "finite"),
         ({"w": [1]}, "guidance scale must be a number"),
         ({"eta": 1.5}, "eta must be between 0 and 1"),
-        ({"sampler": "euler"}, "must be DDIM or DDPM"),
-        ({"sampler": None}, "must be DDIM or DDPM"),
+        ({"sampler": "euler"}, r"must be one of DPM-Solver\+\+\(2M\) \('dpmpp'\), DDIM \('ddim'\), DDPM"),
+        ({"sampler": None}, "The sampler must be one of"),
         ({"seed": 1.5}, "seed must be a whole number"),
         ({"seed": -3}, f"seed must be between 0 and {D.MAX_SEED}, got -3"),  # an integer, not 4.29497e+09
         ({"seed": "abc"}, "seed must be a number"),
@@ -378,6 +390,8 @@ def test_defaults_come_from_one_place(ckpt, monkeypatch):
     cfg = demo.get_config_file()
     values = {(c["props"].get("label"), str(c["props"].get("value"))) for c in cfg["components"]}
     assert ("Sampler", "ddpm") in values and ("Sampling steps", "7") in values and ("Guidance scale w", "0.5") in values
+    steps = next(c for c in cfg["components"] if c["props"].get("label") == "Sampling steps")
+    assert steps["props"]["maximum"] == T  # the slider still reaches T
 
 
 def test_cli_defaults_are_local(ckpt, monkeypatch):
