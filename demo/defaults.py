@@ -35,9 +35,11 @@ MAX_SEED = 2**32 - 1
 #     cost = steps x (batch x (2 if guidance else 1) + STEP_COST)
 # Guidance doubles the batch (the conditional and the unconditional prediction); STEP_COST is the fixed
 # per-step cost (the sampler's arithmetic, the recorded frame, framework overhead) in the same unit.
-# Calibrated with `python scripts/bench_demo.py --calibrate` on the shipped model and the project's
-# 2-core CPU: one image evaluation took 3.3 ms on one thread, a step of a batch of one 7.8 ms (so the
-# fixed part is about 1.5 evaluations; 2 leaves a margin), which puts MAX_COST = 4000 at about 13-15 s.
+# Calibrated on the shipped model (0.69 M parameters) and a 2-core Intel Xeon, one thread: one image
+# evaluation took 3.3 ms, a step of a batch of one 7.8 ms at load average 2 (the fixed part is about 1.5
+# evaluations; 2 leaves a margin), which puts MAX_COST = 4000 at about 13-15 s. The machine was shared:
+# at load 7 `python scripts/bench_demo.py --calibrate --threads 1` gave 5.1 ms per unit and 24-26 s for
+# the largest accepted requests. Recalibrate on an idle machine (and after changing the model's size).
 STEP_COST = 2.0
 MAX_COST = 4000
 MAX_COST_SECONDS = 15  # what MAX_COST is meant to take, as stated in the page
