@@ -13,32 +13,39 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
+import types
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-if __package__ in (None, ""):  # run as a script: make `demo` and `ddpmlib` importable from the repository
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __name__ == "__main__":  # a server process: its own temporary folder, removed on exit (before gradio reads it)
+    try:
+        from demo.files import claim_temp_dir
+    except ModuleNotFoundError:
+        sys.exit("error: the demo package is not installed; run `pip install -e .` (or `make setup`) first")
+    claim_temp_dir()
 
 import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from gradio.data_classes import FileData  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from ddpmlib.checkpoint import CheckpointError  # noqa: E402
 from ddpmlib.pipeline import SHIPPED_CHECKPOINT, DDPMPipeline, load_pipeline  # noqa: E402
-from demo.handlers import (  # noqa: E402
-    DIGIT_CHOICES,
-    MAX_GUIDANCE,
-    MAX_IMAGES,
-    MAX_VARIATIONS,
-    MAX_WORK,
-    ONE_OF_EACH,
-    SOURCES,
-    DemoHandlers,
-)
+from demo import defaults as D  # noqa: E402
+from demo.checks import DemoError, limits_text  # noqa: E402
+from demo.images import open_image  # noqa: E402
+from demo.model import SOURCES, DemoModel  # noqa: E402
+from demo.tabs import Timeline, denoise, forward, generate  # noqa: E402
 
 MODEL_CONCURRENCY = 1  # sampling requests at once: one request on all cores is fastest; the rest wait in the queue
 QUEUE_SIZE = 32  # waiting requests beyond this are turned away with a message
-CSS = ".pixelated img { image-rendering: pixelated; }"  # keep 28 x 28 digits sharp when enlarged
+# keep 28 x 28 digits sharp when enlarged: the grids are sent at their natural size and scaled up here
+CSS = """
+.pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
+"""
+CANVAS = 280
+DIGIT_CHOICES = [str(d) for d in range(10)] + [D.ONE_OF_EACH]
 
 INTRO = """# Denoising diffusion on MNIST digits
 A small class-conditional DDPM trained on a CPU, from the **ddpm-course** project. Everything runs on
@@ -47,8 +54,10 @@ this machine; nothing is sent anywhere."""
 GENERATE_HELP = """A diffusion model draws by **starting from pure noise and removing a little of it at every
 step**. At each step the network looks at the noisy image x_t and guesses the clean image x_0; the sampler
 uses that guess to take one step towards less noise. **DDPM** adds fresh noise at every step; **DDIM** with
-eta = 0 is deterministic and copes with far fewer steps. The **guidance scale** w pushes the images towards
-the chosen digit: ε = (1 + w)·ε(x_t, digit) − w·ε(x_t, no digit). After a run, the **timeline** replays it."""
+eta = 0 is deterministic and copes with far fewer steps; **DPM-Solver++(2M)** is deterministic too and, as
+a second-order solver that reuses the previous step's guess, needs fewer still. The **guidance scale** w
+pushes the images towards the chosen digit: ε = (1 + w)·ε(x_t, digit) − w·ε(x_t, no digit). After a run,
+the **timeline** replays it."""
 
 FORWARD_HELP = """Training needs noisy versions of real images, and the forward process gives them in one line:
 **x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε** with ε drawn from a standard normal distribution. ᾱ_t falls from 1 (the
@@ -60,30 +69,64 @@ t** and the model then **denoises it towards the digit you choose**. With a smal
 of your drawing; with a large t little of it survives and the model draws mostly its own digit."""
 
 
+# ---------------------------------------------------------------- components
+
+
+def _checked_image(pad: gr.Sketchpad, file, flatten_on_white: bool = False):
+    """Replaces the sketchpad's image decoding: every image it receives (from the page or an API client)
+    is checked before it is decoded, pixel count from the header, then decoded and shrunk
+    (``demo.images.open_image``); other files and huge images get a one-line message instead of a
+    traceback or gigabytes of memory. The canvas is RGBA, so nothing is flattened."""
+    if file is None:
+        return None
+    try:
+        im = open_image(file.path if isinstance(file, FileData) else bytes(file))
+    except DemoError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+    return np.asarray(im.convert(pad.image_mode))
+
+
+def drawing_pad(**kwargs) -> gr.Sketchpad:
+    """A ``gr.Sketchpad`` whose image decoding is ``_checked_image`` (an instance attribute rather than a
+    subclass: Gradio writes a .pyi stub next to the module of every component subclass)."""
+    pad = gr.Sketchpad(**kwargs)
+    pad.convert_and_format_image = types.MethodType(_checked_image, pad)
+    return pad
+
+
+def blank_canvas() -> dict:
+    """An empty white canvas. The editor starts with the brush active only when it holds an image; an empty
+    value (None) makes it start with the image tool, and the first strokes draw nothing."""
+    return {"background": np.full((CANVAS, CANVAS, 3), 255, np.uint8), "layers": [], "composite": None}
+
+
 def _source_inputs(prefix: str):
     """'Start from' radio, generated-image number and sketchpad, shared by the Forward and Draw tabs."""
     source = gr.Radio([(label, key) for key, label in SOURCES.items()], value="drawing", label="Start from")
     number = gr.Slider(
-        1, MAX_IMAGES, value=1, step=1, label="Which generated image (from the Generate tab)", visible=False
+        1, D.MAX_IMAGES, value=1, step=1, label="Which generated image (from the Generate tab)", visible=False
     )
-    sketch = gr.Sketchpad(
-        label="Draw a digit: pick the brush on the left, then draw",
+    sketch = drawing_pad(
+        value=blank_canvas(),
+        label="Draw a digit with the mouse or a finger",
         type="numpy",
         image_mode="RGBA",
-        canvas_size=(280, 280),
+        canvas_size=(CANVAS, CANVAS),
         fixed_canvas=True,
         layers=False,
         transforms=(),
+        format="png",
         elem_id=f"{prefix}-sketch",
         brush=gr.Brush(default_size=12, colors=["#000000"], color_mode="fixed"),
     )
     source.change(
-        lambda s: (gr.Slider(visible=s == "generated"), gr.Sketchpad(visible=s == "drawing")),
+        lambda s: (gr.update(visible=s == "generated"), gr.update(visible=s == "drawing")),
         source,
         [number, sketch],
         queue=False,
         api_visibility="private",
     )
+    sketch.clear(blank_canvas, None, sketch, queue=False, api_visibility="private")  # keep the brush active
     return source, number, sketch
 
 
@@ -99,14 +142,69 @@ def _image(label: str, **kwargs) -> gr.Image:
     )
 
 
+# ---------------------------------------------------------------- from the tabs' results to component updates
+
+
+def _update(name: str, value):
+    if isinstance(value, Timeline):
+        return gr.update(maximum=max(value.maximum, 1), value=value.value, interactive=value.interactive)
+    if name in ("gif", "png"):
+        return gr.update(value=value, interactive=value is not None)
+    return value
+
+
+def _keyed(result: dict, components: dict) -> dict:
+    return {components[k]: _update(k, v) for k, v in result.items()}
+
+
+def _stream(results, components: dict):
+    """Yield a tab's results as component updates; a ``DemoError`` becomes a message in the page."""
+    try:
+        for result in results:
+            yield _keyed(result, components)
+    except DemoError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+
+
+def _checked(fn, *args):
+    try:
+        return fn(*args)
+    except DemoError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+
+
+def _drawing(pad: gr.Sketchpad, value):
+    """The sketchpad's value, preprocessed here rather than by Gradio (the events take raw values, so that
+    every input, the wrong-typed ones included, gets the demo's own message)."""
+    if value is None:
+        return None
+    try:
+        payload = pad.data_model.model_validate(value)
+    except Exception:  # noqa: BLE001 - anything that is not a sketchpad value
+        raise gr.Error(
+            "The drawing must be a sketchpad value: {'background': ..., 'layers': [...], 'composite': ...}.",
+            print_exception=False,
+        ) from None
+    return pad.preprocess(payload)
+
+
+def _steps_progress(progress: gr.Progress, desc: str):
+    return lambda i, n: progress((i, n), desc=desc, unit="steps")
+
+
+# ---------------------------------------------------------------- the interface
+
+
 def build_demo(checkpoint: str | os.PathLike | DDPMPipeline = SHIPPED_CHECKPOINT, device=None) -> gr.Blocks:
     """The demo's interface around the model in ``checkpoint`` (a directory, or a loaded pipeline).
 
     The model is loaded once, here. Launch the result with ``launch(demo, ...)``."""
     pipe = checkpoint if isinstance(checkpoint, DDPMPipeline) else load_pipeline(checkpoint, device=device)
-    h = DemoHandlers(pipe)
-    T = h.T
-    default_steps = min(25, T)
+    model = DemoModel(pipe)
+    Image.MAX_IMAGE_PIXELS = 2 * D.MAX_IMAGE_PIXELS  # PIL refuses to decode anything larger, whoever asks
+    T = model.T
+    steps_default = D.default_steps(T)
+    samplers = [(label, key) for key, label in D.SAMPLERS.items()]
 
     with gr.Blocks(title="DDPM digits", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         traj = gr.State(None, time_to_live=3600)  # the last Generate run of this visitor
@@ -117,39 +215,48 @@ def build_demo(checkpoint: str | os.PathLike | DDPMPipeline = SHIPPED_CHECKPOINT
                 gr.Markdown(GENERATE_HELP)
                 with gr.Row():
                     with gr.Column(scale=1, min_width=300):
-                        digit = gr.Radio(DIGIT_CHOICES, value=ONE_OF_EACH, label="Digit", elem_id="digit")
+                        digit = gr.Radio(DIGIT_CHOICES, value=D.DIGIT, label="Digit", elem_id="digit")
                         n_images = gr.Slider(
                             1,
-                            MAX_IMAGES,
-                            value=10,
+                            D.MAX_IMAGES,
+                            value=D.N_IMAGES,
                             step=1,
                             label="Number of images",
-                            info=f"'{ONE_OF_EACH}' cycles through 0-9",
+                            info=f"'{D.ONE_OF_EACH}' cycles through 0-9",
                         )
-                        sampler = gr.Radio([("DDIM", "ddim"), ("DDPM", "ddpm")], value="ddim", label="Sampler")
+                        sampler = gr.Radio(samplers, value=D.SAMPLER, label="Sampler")
                         steps = gr.Slider(
-                            1,
-                            T,
-                            value=default_steps,
-                            step=1,
-                            label="Sampling steps",
-                            info=f"1 to T = {T}; images x steps at most {MAX_WORK}",
+                            1, T, value=steps_default, step=1, label="Sampling steps", info=f"1 to T = {T}"
                         )
                         guidance = gr.Slider(
-                            0, MAX_GUIDANCE, value=2.0, step=0.5, label="Guidance scale w", info="0 = no guidance"
+                            0,
+                            D.MAX_GUIDANCE,
+                            value=D.GUIDANCE,
+                            step=0.25,
+                            label="Guidance scale w",
+                            info="0 = no guidance",
                         )
                         eta = gr.Slider(
-                            0, 1, value=0.0, step=0.1, label="DDIM eta", info="0 = deterministic, 1 = as random as DDPM"
+                            0,
+                            1,
+                            value=D.ETA,
+                            step=0.1,
+                            label="DDIM eta",
+                            info="0 = deterministic, 1 = as random as DDPM",
+                            interactive=D.SAMPLER == "ddim",
                         )
                         with gr.Row():
-                            seed = gr.Number(0, label="Seed", elem_id="seed")
+                            seed = gr.Number(
+                                D.SEED, label="Seed", precision=0, minimum=0, maximum=D.MAX_SEED, elem_id="seed"
+                            )
                             random_seed = gr.Checkbox(False, label="random seed")
                         run = gr.Button("Generate", variant="primary", elem_id="generate-btn")
+                        gr.Markdown(limits_text(), elem_id="limits")
                     with gr.Column(scale=2):
                         with gr.Row(equal_height=True):
                             xt_img = _image("x_t: the images being denoised", elem_id="xt-image", height=300)
                             x0_img = _image("the model's prediction of x_0", elem_id="x0-image", height=300)
-                        info = gr.Markdown("Press **Generate**.", elem_id="step-info")
+                        info = gr.Markdown("Press Generate.", elem_id="step-info")
                         timeline = gr.Slider(
                             0,
                             T,
@@ -162,97 +269,210 @@ def build_demo(checkpoint: str | os.PathLike | DDPMPipeline = SHIPPED_CHECKPOINT
                         with gr.Row():
                             gif_btn = gr.DownloadButton("Trajectory (GIF)", interactive=False, size="sm")
                             png_btn = gr.DownloadButton("Final images (PNG)", interactive=False, size="sm")
+                G = dict(xt=xt_img, x0=x0_img, info=info, timeline=timeline, trajectory=traj, gif=gif_btn, png=png_btn)
+                assert set(G) == set(generate.OUTPUTS)
                 sampler.change(
-                    lambda s: gr.Slider(interactive=s == "ddim"), sampler, eta, queue=False, api_visibility="private"
+                    lambda s: gr.update(interactive=s == "ddim"), sampler, eta, queue=False, api_visibility="private"
                 )
+
+                def generate_check(digit, n_images, sampler, steps, guidance, eta, seed, random_seed):
+                    args = (digit, n_images, sampler, steps, guidance, eta, seed, random_seed)
+                    _checked(generate.validate, model, *args)
+
+                def generate_run(
+                    digit,
+                    n_images,
+                    sampler,
+                    steps,
+                    guidance,
+                    eta,
+                    seed,
+                    random_seed,
+                    progress=gr.Progress(),  # noqa: B008
+                ):
+                    args = (digit, n_images, sampler, steps, guidance, eta, seed, random_seed)
+                    req = _checked(generate.validate, model, *args)
+                    yield from _stream(generate.run(model, req, _steps_progress(progress, "denoising")), G)
+
+                def downloads_run(traj):
+                    return _keyed(generate.downloads(model, traj), G)
+
+                g_inputs = [digit, n_images, sampler, steps, guidance, eta, seed, random_seed]
                 run.click(
-                    h.generate,
-                    [digit, n_images, sampler, steps, guidance, eta, seed, random_seed],
-                    [xt_img, x0_img, info, timeline, traj, seed, gif_btn, png_btn],
+                    generate_check, g_inputs, None, queue=False, api_visibility="private", preprocess=False
+                ).success(
+                    generate_run,
+                    g_inputs,
+                    [G[k] for k in generate.OUTPUTS],
                     api_name="generate",
+                    preprocess=False,
                     concurrency_id="model",
                     concurrency_limit=MODEL_CONCURRENCY,
+                    show_progress_on=[xt_img],
+                ).success(
+                    downloads_run,
+                    traj,
+                    [gif_btn, png_btn],
+                    api_name="downloads",
+                    show_progress="hidden",
+                    concurrency_id="files",
+                    concurrency_limit=2,
                 )
+
+                def timeline_run(traj, i):
+                    return _keyed(_checked(generate.show_step, model, traj, i), G)
+
                 timeline.input(
-                    h.show_step,
+                    timeline_run,
                     [traj, timeline],
                     [xt_img, x0_img, info],
                     api_name="show_step",
+                    preprocess=False,
                     show_progress="hidden",
                     trigger_mode="always_last",
                     concurrency_limit=4,
                 )
 
             # ---------------------------------------------------------------- Forward process
-            with gr.Tab("Forward process", id="forward"):
+            with gr.Tab("Forward", id="forward"):
                 gr.Markdown(FORWARD_HELP)
                 with gr.Row():
                     with gr.Column(scale=1, min_width=300):
                         f_source, f_number, f_sketch = _source_inputs("forward")
-                        f_schedule = gr.Dropdown(list(h.schedules), value=h.default_schedule, label="Noise schedule")
+                        f_schedule = gr.Dropdown(
+                            list(model.schedules), value=model.default_schedule, label="Noise schedule"
+                        )
                         f_t = gr.Slider(
                             0,
                             T,
-                            value=T // 4,
+                            value=round(D.FORWARD_T_FRACTION * T),
                             step=1,
                             label="t (0 = the clean image, T = pure noise)",
                             elem_id="forward-t",
                         )
                     with gr.Column(scale=1):
                         f_xt = _image("x_t", height=260)
-                        f_info = gr.Markdown()
-                        f_plot = gr.Plot(label="ᾱ_t for each schedule")
+                        f_info = gr.Markdown(elem_id="forward-info")
+                        f_plot = gr.Plot(show_label=False)
                         f_strip = _image("from t = 0 to T")
+                F = dict(xt=f_xt, strip=f_strip, plot=f_plot, info=f_info)
+                assert set(F) == set(forward.OUTPUTS)
+
+                def forward_check(source, image_number, traj, schedule, t):
+                    _checked(forward.validate, model, source, image_number, traj, schedule, t)
+
+                def forward_run(source, drawing, image_number, traj, schedule, t):
+                    drawing = _drawing(f_sketch, drawing)
+                    return _keyed(_checked(forward.run, model, source, drawing, image_number, traj, schedule, t), F)
+
                 gr.on(
-                    [f_source.change, f_number.change, f_sketch.change, f_schedule.change, f_t.change, demo.load],
-                    h.forward,
+                    [
+                        f_source.change,
+                        f_number.change,
+                        f_sketch.change,
+                        f_sketch.input,
+                        f_schedule.change,
+                        f_t.change,
+                        demo.load,
+                    ],
+                    forward_check,
+                    [f_source, f_number, traj, f_schedule, f_t],
+                    None,
+                    queue=False,
+                    api_visibility="private",
+                    show_progress="hidden",
+                    preprocess=False,
+                ).success(
+                    forward_run,
                     [f_source, f_sketch, f_number, traj, f_schedule, f_t],
-                    [f_xt, f_strip, f_plot, f_info],
+                    list(F.values()),
                     api_name="forward",
+                    preprocess=False,
                     show_progress="hidden",
                     trigger_mode="always_last",
                     concurrency_limit=4,
                 )
 
             # ---------------------------------------------------------------- Draw and denoise
-            with gr.Tab("Draw and denoise", id="denoise"):
+            with gr.Tab("Draw & denoise", id="denoise"):
                 gr.Markdown(DENOISE_HELP)
                 with gr.Row():
                     with gr.Column(scale=1, min_width=300):
                         d_source, d_number, d_sketch = _source_inputs("denoise")
-                        d_digit = gr.Radio(DIGIT_CHOICES[:10], value="3", label="Denoise towards digit")
+                        d_digit = gr.Radio(DIGIT_CHOICES[:10], value=D.DENOISE_DIGIT, label="Denoise towards digit")
                         d_t = gr.Slider(
                             1,
                             T,
-                            value=max(1, round(0.6 * T)),
+                            value=max(1, round(D.DENOISE_T_FRACTION * T)),
                             step=1,
                             label="Noise level t",
                             info="how far into the forward process the image is pushed",
                         )
                         d_steps = gr.Slider(
-                            1, T, value=default_steps, step=1, label="Denoising steps", info="at most t"
+                            1, T, value=steps_default, step=1, label="Denoising steps", info="at most t"
                         )
-                        d_sampler = gr.Radio([("DDIM", "ddim"), ("DDPM", "ddpm")], value="ddim", label="Sampler")
-                        d_guidance = gr.Slider(0, MAX_GUIDANCE, value=2.0, step=0.5, label="Guidance scale w")
+                        d_sampler = gr.Radio(samplers, value=D.SAMPLER, label="Sampler")
+                        d_guidance = gr.Slider(0, D.MAX_GUIDANCE, value=D.GUIDANCE, step=0.25, label="Guidance scale w")
                         with gr.Row():
-                            d_n = gr.Slider(1, MAX_VARIATIONS, value=4, step=1, label="Variations")
-                            d_seed = gr.Number(0, label="Seed")
-                        d_run = gr.Button("Noise and denoise", variant="primary")
+                            d_n = gr.Slider(1, D.MAX_VARIATIONS, value=D.N_VARIATIONS, step=1, label="Variations")
+                            d_seed = gr.Number(D.SEED, label="Seed", precision=0, minimum=0, maximum=D.MAX_SEED)
+                        d_run = gr.Button("Noise and denoise", variant="primary", elem_id="denoise-btn")
+                        gr.Markdown(limits_text())
                     with gr.Column(scale=1):
                         d_seen = _image("your image as the model sees it (28 x 28)", height=200)
                         d_noised = _image("noised to t: x_t")
-                        d_result = _image("denoised towards the chosen digit")
-                        d_info = gr.Markdown()
+                        d_result = _image("denoised towards the chosen digit", elem_id="denoise-result")
+                        d_info = gr.Markdown(elem_id="denoise-info")
+                DN = dict(seen=d_seen, noised=d_noised, result=d_result, info=d_info)
+                assert set(DN) == set(denoise.OUTPUTS)
+
+                def denoise_check(source, image_number, traj, digit, t, steps, sampler, guidance, n_variations, seed):
+                    args = (source, image_number, traj, digit, t, steps, sampler, guidance, n_variations, seed)
+                    _checked(denoise.validate, model, *args)
+
+                def denoise_run(
+                    source,
+                    drawing,
+                    image_number,
+                    traj,
+                    digit,
+                    t,
+                    steps,
+                    sampler,
+                    guidance,
+                    n_variations,
+                    seed,
+                    progress=gr.Progress(),  # noqa: B008
+                ):
+                    args = (source, image_number, traj, digit, t, steps, sampler, guidance, n_variations, seed)
+                    req = _checked(denoise.validate, model, *args)
+                    for note in req.notes:
+                        gr.Warning(note)
+                    drawing = _drawing(d_sketch, drawing)
+                    results = denoise.run(
+                        model, req, source, drawing, image_number, traj, _steps_progress(progress, "denoising")
+                    )
+                    yield from _stream(results, DN)
+
                 d_run.click(
-                    h.denoise,
+                    denoise_check,
+                    [d_source, d_number, traj, d_digit, d_t, d_steps, d_sampler, d_guidance, d_n, d_seed],
+                    None,
+                    queue=False,
+                    api_visibility="private",
+                    preprocess=False,
+                ).success(
+                    denoise_run,
                     [d_source, d_sketch, d_number, traj, d_digit, d_t, d_steps, d_sampler, d_guidance, d_n, d_seed],
-                    [d_seen, d_noised, d_result, d_info],
+                    list(DN.values()),
                     api_name="denoise",
+                    preprocess=False,
                     concurrency_id="model",
                     concurrency_limit=MODEL_CONCURRENCY,
+                    show_progress_on=[d_result],
                 )
     demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=QUEUE_SIZE)
-    demo.handlers = h  # for tests and the benchmark
+    demo.model = model  # for tests and the benchmark
     return demo
 
 
@@ -298,7 +518,12 @@ def main(argv: list[str] | None = None) -> None:
         demo = build_demo(args.checkpoint, device=args.device)
     except CheckpointError as e:
         sys.exit(f"error: {e}\nTrain a model with `python -m ddpmlib.train` or pass --checkpoint DIR.")
-    launch(demo, host=args.host, port=args.port, share=args.share)
+    try:
+        launch(demo, host=args.host, port=args.port, share=args.share)
+    except OSError as e:
+        if "port" not in str(e).lower() and "address" not in str(e).lower():
+            raise
+        sys.exit(f"error: port {args.port} on {args.host} is in use (another demo?); pass --port N, e.g. --port 7861.")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,11 @@
-"""The demo over HTTP: gradio_client against the app launched on a free local port, and a small load test."""
+"""The demo over HTTP: gradio_client against the app launched on a free local port, and concurrent clients."""
 
-import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
@@ -19,6 +17,18 @@ T = 50
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
 GENERATE = dict(
     digit="one of each", n_images=4, sampler="ddim", steps=5, guidance=1.0, eta=0.0, seed=0, random_seed=False
+)
+DENOISE = dict(
+    source="generated",
+    drawing=None,
+    image_number=2,
+    digit="8",
+    t=30,
+    steps=5,
+    sampler="ddim",
+    guidance=1.0,
+    n_variations=2,
+    seed=1,
 )
 
 
@@ -43,15 +53,18 @@ def path(file) -> Path:
 
 def test_api_lists_the_endpoints(url):
     api = client(url).view_api(print_info=False, return_format="dict")
-    assert {"/generate", "/show_step", "/forward", "/denoise"} <= set(api["named_endpoints"])
+    assert {"/generate", "/downloads", "/show_step", "/forward", "/denoise"} <= set(api["named_endpoints"])
+    assert not any("check" in name for name in api["named_endpoints"])  # the validation steps are private
+    params = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
+    assert params == list(GENERATE)
 
 
 def test_generate_then_timeline_then_forward_and_denoise(url):
     c = client(url)
-    xt, x0, info, timeline, seed, gif, png = c.predict(**GENERATE, api_name="/generate")
-    assert path(xt).is_file() and path(x0).is_file() and "Done after 5 step(s)" in info
-    assert timeline["maximum"] == timeline["value"] == 5 and seed == 0  # the timeline is set to the run
-    gif, png = path(gif), path(png)  # download buttons come back as updates
+    xt, x0, info, timeline, *_ = c.predict(**GENERATE, api_name="/generate")
+    assert path(xt).is_file() and path(x0).is_file() and "Done after 5 step(s)" in info and "seed 0" in info
+    assert timeline["maximum"] == timeline["value"] == 5 and timeline["interactive"]  # the timeline is set to the run
+    gif, png = (path(f) for f in c.predict(api_name="/downloads"))  # written after the result, for this session
     assert gif.name == "ddpm_trajectory_seed0.gif" and gif.read_bytes()[:6] == b"GIF89a"
     assert png.read_bytes()[:4] == b"\x89PNG"
     # the same session keeps the trajectory: the timeline replays it without sampling again
@@ -61,35 +74,29 @@ def test_generate_then_timeline_then_forward_and_denoise(url):
         source="generated", drawing=None, image_number=3, schedule="cosine", t=25, api_name="/forward"
     )
     assert path(xt).is_file() and path(strip).is_file() and plot and "cosine schedule" in info
-    seen, noised, result, info = c.predict(
-        source="generated",
-        drawing=None,
-        image_number=2,
-        digit="8",
-        t=30,
-        steps=5,
-        sampler="ddim",
-        guidance=1.0,
-        n_variations=2,
-        seed=1,
-        api_name="/denoise",
-    )
+    seen, noised, result, info = c.predict(**DENOISE, api_name="/denoise")
     assert path(result).is_file() and "done" in info
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
+        ({"seed": 2**32}, "4294967295"),  # the limit as an integer
         ({"seed": 1.5}, "seed must be a whole number"),
+        ({"seed": None}, "enter a value for The seed"),
+        ({"n_images": "ten"}, "number of images must be a number, got 'ten'"),
+        ({"guidance": None}, "enter a value for The guidance scale"),
         ({"n_images": 20, "guidance": 10.0}, None),  # the largest batch and guidance are allowed
-        ({"digit": "11"}, "not in the list of choices"),  # Gradio's own check of the radio's choices
-        ({"steps": T + 5}, "greater than maximum"),  # Gradio's own check of the slider's range
+        ({"digit": "11"}, "Pick a digit from 0 to 9"),
+        ({"steps": T + 5}, f"number of steps must be between 1 and {T}"),
+        ({"eta": [0.5]}, "eta must be a number"),
     ],
 )
 def test_validation_messages_reach_the_client(url, change, message):
     c = client(url)
     if message is None:
-        assert "Done" in c.predict(**{**GENERATE, **change}, api_name="/generate")[2]
+        info = c.predict(**{**GENERATE, **change}, api_name="/generate")[2]
+        assert "Done" in info
         return
     with pytest.raises(gradio_client.exceptions.AppError, match=message):
         c.predict(**{**GENERATE, **change}, api_name="/generate")
@@ -101,35 +108,31 @@ def test_timeline_before_generating(url):
 
 
 def test_empty_drawing_message(url):
-    c = client(url)
-    with pytest.raises(gradio_client.exceptions.AppError, match="The drawing is empty"):
-        c.predict(
-            source="drawing",
-            drawing=None,
-            image_number=1,
-            digit="3",
-            t=30,
-            steps=5,
-            sampler="ddim",
-            guidance=1.0,
-            n_variations=1,
-            seed=0,
-            api_name="/denoise",
-        )
+    info = client(url).predict(**{**DENOISE, "source": "drawing"}, api_name="/denoise")[3]
+    assert "The drawing is empty" in info
 
 
-def test_load_concurrent_clients(url):
-    """Four visitors at once, each sending generate, timeline, generate, timeline: all answered, no errors."""
+def test_a_file_that_is_not_an_image(url, tmp_path):
+    bad = tmp_path / "digit.png"
+    bad.write_bytes(b"this is text, not a PNG")
+    drawing = {"background": None, "layers": [], "composite": gradio_client.handle_file(str(bad))}
+    with pytest.raises(gradio_client.exceptions.AppError, match="not an image the demo can read"):
+        client(url).predict(**{**DENOISE, "source": "drawing", "drawing": drawing}, api_name="/denoise")
+
+
+def test_concurrent_clients_all_finish(url):
+    """Six visitors at once, each: generate, timeline, denoise; every request is answered, none fails."""
 
     def visitor(k):
         c = client(url)
-        results = []
-        for j in range(2):
-            out = c.predict(**{**GENERATE, "n_images": 2, "seed": 10 * k + j}, api_name="/generate")
-            results.append(out[4] == 10 * k + j and "Done" in out[2])
-            results.append("0 of 5 steps done" in c.predict(i=0, api_name="/show_step")[2])
-        return results
+        t0 = time.monotonic()
+        out = c.predict(**{**GENERATE, "n_images": 2, "seed": k}, api_name="/generate")
+        ok = [f"seed {k}" in out[2] and "Done" in out[2]]
+        ok.append("0 of 5 steps done" in c.predict(i=0, api_name="/show_step")[2])
+        ok.append("done" in c.predict(**{**DENOISE, "image_number": 1, "seed": k}, api_name="/denoise")[3])
+        return ok, time.monotonic() - t0
 
-    with ThreadPoolExecutor(4) as pool:
-        results = [r for rs in pool.map(visitor, range(4)) for r in rs]
-    assert len(results) == 4 * 4 and all(results)
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(visitor, range(6), timeout=300))
+    assert [ok for ok, _ in results] == [[True] * 3] * 6
+    assert max(dt for _, dt in results) < 120

@@ -1,5 +1,6 @@
 """The demo in a real browser: headless Chromium (the system's, driven by Playwright) generates a digit,
-scrubs the timeline and saves a screenshot; the page must not contact anything but the local server.
+scrubs the timeline and saves a screenshot; the page must not contact anything but the local server. A
+second page draws on the sketchpad with the tool it starts with, on a phone-sized screen.
 
 Needs `apt-get install -y chromium` and `pip install playwright` (the Python package only: no browser is
 downloaded). Skipped with a reason otherwise. The screenshot goes to tests/artifacts/demo_browser.png.
@@ -7,14 +8,11 @@ downloaded). Skipped with a reason otherwise. The screenshot goes to tests/artif
 
 import os
 import re
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 CHROMIUM = os.environ.get("DDPM_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -83,3 +81,38 @@ def test_generate_and_scrub_the_timeline(tmp_path):
         u for u in requests if urlparse(u).scheme not in ("data", "blob") and urlparse(u).hostname not in LOCAL_HOSTS
     ]
     assert requests and not outside, f"the page contacted other hosts: {outside}"
+
+
+def test_draw_with_the_default_tool_on_a_small_screen(tmp_path):
+    """On a 390 px wide screen all three tabs show; the sketchpad draws at once (no tool to pick first)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny", T=10)
+    try:
+        with running_app(ckpt) as (url, _), sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, has_touch=False)
+            page.goto(url, wait_until="load", timeout=60_000)
+            tabs = page.get_by_role("tab")
+            sync_api.expect(tabs).to_have_count(3, timeout=30_000)
+            for i in range(3):
+                sync_api.expect(tabs.nth(i)).to_be_visible()  # none hidden behind an overflow menu
+            tabs.nth(1).click()
+            info = page.locator("#forward-info")
+            sync_api.expect(info).to_contain_text("The drawing is empty", timeout=60_000)
+            canvas = page.locator("#forward-sketch canvas").first
+            canvas.wait_for(state="visible", timeout=30_000)
+            canvas.scroll_into_view_if_needed()
+            box = canvas.bounding_box()
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.25
+            page.mouse.move(x, y)
+            page.mouse.down()
+            for k in range(1, 21):
+                page.mouse.move(x, y + k * box["height"] * 0.025)
+            page.mouse.up()
+            sync_api.expect(info).to_contain_text("schedule", timeout=60_000)  # x_t of the drawing
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "demo_browser_small.png"), full_page=True)
+            browser.close()
+    finally:
+        torch.set_num_threads(n)
