@@ -1,7 +1,7 @@
 """Every default and every limit of the demo, in one place.
 
 The defaults are what a visitor sees before touching anything; set them from measurements of the shipped
-model (docs/model_card.md), not by taste. The limits bound what one request may cost.
+model (checkpoints/mnist/README.md), not by taste. The limits bound what one request may cost.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ ONE_OF_EACH = "one of each"
 # offered samplers: ddpmlib name -> label (ddpmlib.samplers.SAMPLER_NAMES); the first is listed first
 SAMPLERS = {"dpmpp": "DPM-Solver++(2M)", "ddim": "DDIM", "ddpm": "DDPM"}
 SAMPLER = "dpmpp"  # second order: few steps suffice (Lu et al. 2022)
-STEPS = 10  # capped at the model's T; the steps slider still reaches T
-GUIDANCE = 2.0  # w in eps = (1 + w) eps(x_t, y) - w eps(x_t, no digit)
+STEPS = 10  # capped at the model's T; the steps slider still reaches T (unguided: 97.7%, FD 0.95x, model card)
+# w in eps = (1 + w) eps(x_t, y) - w eps(x_t, no digit): the smallest w of the model card's sweep (0, 0.25, 0.5, 1, 2;
+# DPM-Solver++ 10 steps, 1,000 samples) with >= 99.5% of digits recognised: 100.0%, at FD 2.45x (w = 2: 11.6x)
+GUIDANCE = 0.5
 ETA = 0.0  # DDIM's eta (0 = deterministic); ignored by the other samplers
 DIGIT = ONE_OF_EACH
 N_IMAGES = 10
