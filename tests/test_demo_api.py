@@ -43,8 +43,11 @@ def url(tmp_path_factory):
 
 
 def client(url):
-    """Files are not downloaded (the server is on this machine); outputs name them by their server path."""
-    return gradio_client.Client(url, verbose=False, download_files=False, analytics_enabled=False)
+    """Files are not downloaded (the server is on this machine); outputs name them by their server path.
+    A generous HTTP timeout: on a busy 2-core CI machine the server can take longer than httpx's default 5 s."""
+    return gradio_client.Client(
+        url, verbose=False, download_files=False, analytics_enabled=False, httpx_kwargs={"timeout": 120}
+    )
 
 
 def path(file) -> Path:
