@@ -282,7 +282,10 @@ def summarise(rows: list[dict], metrics: tuple[str, ...] = ("accuracy", "fd_rati
 
 def effects(summary: list[dict], metric: str = "fd_ratio") -> list[dict]:
     """Each setting's difference from the baseline in ``metric`` (mean over seeds), with a 95% interval
-    from the two standard errors (Welch-style, normal approximation), largest absolute effect first."""
+    from the two standard errors (normal approximation, z = 1.96), largest absolute effect first.
+
+    With 3 seeds per setting the normal approximation is too narrow; notebook 09 shows Welch's t interval
+    beside it, which is the one to read."""
     base = next((e for e in summary if e["setting"] == "baseline"), None)
     if base is None:
         raise ValueError("the summary has no baseline setting")
