@@ -1,14 +1,15 @@
 """Run configuration: the model, diffusion and training settings, read from JSON and checked up front.
 
-A run is described by one JSON file with three sections (``configs/mnist_cpu.json``)::
+A run is described by one JSON file with three sections (``configs/mnist_cpu.json``), and an optional
+fourth that names the training data (MNIST when left out)::
 
-    {"model": UNetConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
+    {"model": UNetConfig, "diffusion": DiffusionConfig, "train": TrainConfig, "data": DataConfig}
 
 ``load_config_file`` reads it, ``apply_overrides`` applies ``--set section.key=value`` items, and
-``build_configs`` turns the dict into the three dataclasses. Every value is checked against the type
-of its dataclass field and its allowed range before training starts, so a bad setting gives one line
-that names the key and what it may be (``train.batch_size must be an integer >= 1, got 0``) instead
-of a traceback from deep inside torch.
+``build_configs`` turns the dict into the three dataclasses (``data_config`` reads the data section).
+Every value is checked against the type of its dataclass field and its allowed range before training
+starts, so a bad setting gives one line that names the key and what it may be
+(``train.batch_size must be an integer >= 1, got 0``) instead of a traceback from deep inside torch.
 
 The diffusion section owns T and the noise schedule. The model repeats them (``model.num_timesteps``,
 ``model.schedule``) because the "scalar" time embedding of the U-Net is built from beta_t and
@@ -33,7 +34,7 @@ from .unet import UNetConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # configs/ and checkpoints/ live here
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "mnist_cpu.json"
-SECTIONS = ("model", "diffusion", "train")
+SECTIONS = ("model", "diffusion", "train", "data")
 CHECKPOINT_KEYS = ("format_version", "step")  # written next to the sections in a checkpoint's config.json
 
 
@@ -91,6 +92,31 @@ class TrainConfig:
         check_dataclass(self, "train")
 
 
+DATASETS = ("mnist", "shifted_mnist", "cifar10")
+
+
+@dataclass
+class DataConfig:
+    """The training data. ``mnist`` (default), ``shifted_mnist`` (notebook 10: digits in one of 4 quadrants,
+    with a (digit, position) label pair; ``ddpmlib.shifted``) or ``cifar10`` (notebook 12, RGB)."""
+
+    dataset: str = setting("mnist", choices=DATASETS)
+    classes: list[int] | None = setting(None, ge=0)  # keep only these class ids (their original ids); null: all
+    hflip: bool = False  # flip each training image left-right with probability 1/2 (CIFAR; not for digits)
+    # shifted_mnist only: (digit, position) pairs never labelled together in training, and how they are held out:
+    # "exclude" = those digits are never placed there; "unlabel" = placed there, but without a position label
+    holdout: list[list[int]] = setting(factory=lambda: [[7, 2], [7, 3]], ge=0)
+    holdout_rule: str = setting("exclude", choices=("exclude", "unlabel"))
+    p_unlabel_position: float = setting(0.5, ge=0, le=1)  # share of images whose position label is left out
+    seed: int = setting(0, ge=0)  # the random placement of the shifted digits
+
+    def __post_init__(self):
+        check_dataclass(self, "data")
+        for pair in self.holdout:
+            if len(pair) != 2:
+                raise ConfigError(f"data.holdout must be a list of [digit, position] pairs, got {pair!r}")
+
+
 # Allowed ranges of the U-Net's settings (UNetConfig itself checks how they fit together). Fields that
 # are not listed here are still checked against their declared type.
 MODEL_RANGES = {
@@ -104,6 +130,7 @@ MODEL_RANGES = {
     "dropout": dict(ge=0, lt=1),
     "groups": dict(ge=1),
     "num_classes": dict(ge=1),
+    "extra_labels": dict(ge=1),
     "time_embedding": dict(choices=("sinusoidal", "scalar")),
     "num_timesteps": dict(ge=1),
     "schedule": dict(choices=SCHEDULES),
@@ -298,7 +325,37 @@ def build_configs(raw: dict) -> tuple[UNetConfig, DiffusionConfig, TrainConfig]:
     model = model_config(model_section)
     check_agreement(model, diffusion)
     train = _section(TrainConfig, "train", raw.get("train", {}))
+    data_config(raw)  # checked here too, so that a bad data section fails as early as the others
     return model, diffusion, train
+
+
+def data_config(raw: dict) -> DataConfig:
+    """The data section of a run config (MNIST when there is none), checked. Raises ConfigError."""
+    return _section(DataConfig, "data", raw.get("data", {}) if isinstance(raw, dict) else {})
+
+
+def check_data_agreement(model: UNetConfig, data: DataConfig) -> None:
+    """The model must fit the images and labels of its dataset (checked before the dataset is loaded)."""
+    shape = {"mnist": (1, 28), "shifted_mnist": (1, None), "cifar10": (3, 32)}[data.dataset]
+    if model.image_channels != shape[0] or shape[1] is not None and model.image_size != shape[1]:
+        want = f"image_channels={shape[0]}" + (f", image_size={shape[1]}" if shape[1] else "")
+        raise ConfigError(f"data.dataset={data.dataset!r} needs model.{want}")
+    if data.dataset == "shifted_mnist":
+        if tuple(model.extra_labels) != (4,):
+            raise ConfigError(
+                "data.dataset='shifted_mnist' labels every image with (digit, position): set model.extra_labels=[4]"
+            )
+        if model.image_size % 2:
+            raise ConfigError(
+                f"shifted_mnist puts digits in quadrants: model.image_size must be even, not {model.image_size}"
+            )
+        for digit, position in data.holdout:
+            if digit >= model.num_classes or position >= 4:
+                raise ConfigError(f"data.holdout pair [{digit}, {position}]: digits are 0..9 and positions 0..3")
+    elif model.extra_labels:
+        raise ConfigError(f"data.dataset={data.dataset!r} has one label per image: leave model.extra_labels empty")
+    if data.classes is not None and any(c >= model.num_classes for c in data.classes):
+        raise ConfigError(f"data.classes={data.classes} names a class >= model.num_classes={model.num_classes}")
 
 
 def checkpoint_configs(raw: dict) -> tuple[UNetConfig, DiffusionConfig]:
@@ -317,9 +374,14 @@ def checkpoint_configs(raw: dict) -> tuple[UNetConfig, DiffusionConfig]:
     return model, diffusion
 
 
-def config_dict(model: UNetConfig, diffusion: DiffusionConfig, train: TrainConfig) -> dict:
+def config_dict(
+    model: UNetConfig, diffusion: DiffusionConfig, train: TrainConfig, data: DataConfig | None = None
+) -> dict:
     """The JSON form of a run's configs, as stored in a checkpoint's config.json."""
-    return {"model": model.to_dict(), "diffusion": asdict(diffusion), "train": asdict(train)}
+    d = {"model": model.to_dict(), "diffusion": asdict(diffusion), "train": asdict(train)}
+    if data is not None:
+        d["data"] = asdict(data)
+    return d
 
 
 # --- files and --set overrides ---------------------------------------------------------------------------
@@ -352,7 +414,7 @@ def load_config_file(path: str | os.PathLike | None) -> dict:
     return raw
 
 
-SECTION_CLASSES = {"model": UNetConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
+SECTION_CLASSES = {"model": UNetConfig, "diffusion": DiffusionConfig, "train": TrainConfig, "data": DataConfig}
 
 
 def apply_overrides(config: dict, overrides: list[str]) -> dict:

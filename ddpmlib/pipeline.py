@@ -55,6 +55,7 @@ class EpsPrediction(torch.nn.Module):
         self.prediction_type = prediction_type
         self.config = model.config
         self.null_label = model.null_label
+        self.null_labels = getattr(model, "null_labels", (model.null_label,))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         out = self.model(x, t, y)
@@ -90,16 +91,36 @@ class DDPMPipeline:
     def num_classes(self) -> int:
         return self.model.config.num_classes
 
+    @property
+    def null_labels(self) -> tuple[int, ...]:
+        """The null value of each label the model takes: (num_classes,) or (num_classes, *extra_labels)."""
+        return getattr(self.model, "null_labels", (self.num_classes,))
+
     def _check(self, labels) -> torch.Tensor:
+        """Labels (B,) of class indices, or (B, K) rows (class, position, ...) for a model with several labels."""
         labels = torch.as_tensor(list(labels) if not isinstance(labels, torch.Tensor) else labels, dtype=torch.long)
-        if labels.ndim != 1 or len(labels) == 0:
-            raise ValueError("labels must be a non-empty list of class indices")
-        bad = labels[(labels < 0) | (labels > self.num_classes)]
-        if len(bad):
+        nulls = self.null_labels
+        if len(nulls) == 1:
+            if labels.ndim != 1 or len(labels) == 0:
+                raise ValueError("labels must be a non-empty list of class indices")
+        elif labels.ndim != 2 or len(labels) == 0 or labels.shape[1] != len(nulls):
             raise ValueError(
-                f"class {int(bad[0])} is out of range: this model knows classes 0..{self.num_classes - 1} "
-                f"(and {self.num_classes} for 'no class')"
+                f"this model takes {len(nulls)} labels per image: give a non-empty list of rows "
+                f"[class, label 1{', ...' if len(nulls) > 2 else ''}] (for example [[7, 3]])"
             )
+        columns = labels[:, None] if labels.ndim == 1 else labels
+        for k, null in enumerate(nulls):
+            bad = columns[:, k][(columns[:, k] < 0) | (columns[:, k] > null)]
+            if len(bad) and k == 0:
+                raise ValueError(
+                    f"class {int(bad[0])} is out of range: this model knows classes 0..{null - 1} "
+                    f"(and {null} for 'no class')"
+                )
+            if len(bad):
+                raise ValueError(
+                    f"label {k} (column {k}) is {int(bad[0])}, out of range: it takes 0..{null - 1} "
+                    f"(and {null} for 'none')"
+                )
         return labels
 
     def generate_iter(
@@ -111,6 +132,7 @@ class DDPMPipeline:
         x_start: torch.Tensor | None = None,
         t_start: int | None = None,
         yield_start: bool = False,
+        uncond_labels=None,
         **option_keywords,
     ) -> Iterator[SampleState]:
         """Sample one image per label, yielding ``SampleState(t, x, pred_x0)`` after every step; the last
@@ -121,7 +143,9 @@ class DDPMPipeline:
         The sampling options are either ``options=SamplingOptions(...)`` or its fields as keywords
         (``sampler="ddim", steps=50, guidance_scale=0.0, eta=0.0, variance=None, seed=None``), not both.
         ``generator`` (instead of ``seed``) draws x_T and the noise; ``x_start`` replaces x_T, and with
-        ``t_start`` sampling starts from that timestep (a partly noised image, SDEdit).
+        ``t_start`` sampling starts from that timestep (a partly noised image, SDEdit). ``labels`` are (B,)
+        class indices, or (B, K) rows for a model with several labels; with guidance, ``uncond_labels`` (same
+        shape) replaces the null labels of the unconditional term, to guide on some labels only.
         """
         options = SamplingOptions.resolve(options, **option_keywords)
         labels = self._check(labels)
@@ -142,6 +166,7 @@ class DDPMPipeline:
             options.guidance_scale,
             generator=generator,
             x_start=x_start,
+            uncond_labels=None if uncond_labels is None else self._check(uncond_labels).to(self.device),
             yield_start=yield_start,
         )
 

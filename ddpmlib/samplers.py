@@ -33,7 +33,7 @@ the two agree when s = 1 + w (so s = 1 means no guidance there, w = 0 here).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -379,15 +379,27 @@ def guided_model_output(
     t: torch.Tensor,
     labels: torch.Tensor | None,
     guidance_scale: float,
-    null_label: int,
+    null_label: int | Sequence[int],
+    uncond_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(1 + w) eps(x, t, y) - w eps(x, t, null) with w = ``guidance_scale``; one batched forward pass."""
+    """(1 + w) eps(x, t, y) - w eps(x, t, null) with w = ``guidance_scale``; one batched forward pass.
+
+    ``null_label``: the null value, or one per column for labels (B, K) of several labels. ``uncond_labels``
+    replaces the all-null labels of the second term: (digit, null position) guides on the position alone."""
     if labels is None or guidance_scale == 0:
         return model(x, t, labels)
-    null = torch.full_like(labels, null_label)
+    null = null_like(labels, null_label) if uncond_labels is None else uncond_labels
     out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
     cond, uncond = out.chunk(2)
     return (1 + guidance_scale) * cond - guidance_scale * uncond
+
+
+def null_like(labels: torch.Tensor, null_label: int | Sequence[int]) -> torch.Tensor:
+    """Labels of the same shape with every entry replaced by its null value (one per column for (B, K))."""
+    null = torch.as_tensor(null_label, dtype=labels.dtype, device=labels.device)
+    if labels.ndim == 2 and null.ndim == 0:
+        raise ValueError(f"labels of shape {tuple(labels.shape)} need one null value per column")
+    return null.expand(labels.shape).clone()
 
 
 class SampleState(NamedTuple):
@@ -408,7 +420,8 @@ def sample_iter(
     *,
     generator: torch.Generator | None = None,
     x_start: torch.Tensor | None = None,
-    null_label: int | None = None,
+    null_label: int | Sequence[int] | None = None,
+    uncond_labels: torch.Tensor | None = None,
     yield_start: bool = True,
 ) -> Iterator[SampleState]:
     """Run the reverse process, yielding ``SampleState(t, x, pred_x0)`` named tuples:
@@ -419,12 +432,22 @@ def sample_iter(
        the last item is the result x_0 (not clamped).
 
     ``x_start`` replaces the initial noise x_T (for example a noised drawing, with
-    ``sampler.set_timesteps(n, t_start)``). ``labels`` (B,) of ints; None means unconditional.
+    ``sampler.set_timesteps(n, t_start)``). ``labels`` (B,) of ints, or (B, K) for a model with several
+    labels (``UNetConfig.extra_labels``); None means unconditional. With guidance, ``uncond_labels`` (same
+    shape) replaces the null labels of the unconditional term (``guided_model_output``).
     Nothing is kept between items: a caller that keeps only the last one holds one step in memory.
     """
     device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+        if labels.ndim not in (1, 2) or labels.shape[0] != shape[0]:
+            raise ValueError(f"labels must have shape ({shape[0]},) or ({shape[0]}, K), got {tuple(labels.shape)}")
     if null_label is None:
-        null_label = getattr(model, "null_label", None)
+        null_label = getattr(model, "null_labels" if labels is not None and labels.ndim == 2 else "null_label", None)
+    if uncond_labels is not None:
+        uncond_labels = torch.as_tensor(uncond_labels, dtype=torch.long, device=device)
+        if labels is None or uncond_labels.shape != labels.shape:
+            raise ValueError("uncond_labels must have the shape of labels")
     if guidance_scale and null_label is None:
         raise ValueError("guidance needs a model with a null label")
     if guidance_scale < 0:
@@ -433,15 +456,11 @@ def sample_iter(
         x = torch.randn(shape, generator=generator, device=device)
     else:
         x = x_start.to(device)
-    if labels is not None:
-        labels = torch.as_tensor(labels, dtype=torch.long, device=device)
-        if labels.shape != (shape[0],):
-            raise ValueError(f"labels must have shape ({shape[0]},), got {tuple(labels.shape)}")
     if yield_start:
         yield SampleState(None, x, None)
     for t in sampler.timesteps.tolist():
         tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
-        out = guided_model_output(model, x, tt, labels, guidance_scale, null_label)
+        out = guided_model_output(model, x, tt, labels, guidance_scale, null_label, uncond_labels)
         x, x0 = sampler.step(out, t, x, generator=generator)
         del out  # not held while the caller looks at this step
         yield SampleState(t, x, x0)

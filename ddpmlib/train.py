@@ -58,12 +58,15 @@ from .config import (
     DEFAULT_CONFIG,
     REPO_ROOT,
     ConfigError,
+    DataConfig,
     DiffusionConfig,
     TrainConfig,
     apply_overrides,
     build_configs,
+    check_data_agreement,
     checkpoint_configs,
     config_dict,
+    data_config,
     load_config_file,
 )
 from .diffusion import q_sample, training_target
@@ -83,6 +86,7 @@ __all__ = ["DiffusionConfig", "TrainConfig", "apply_overrides", "build_configs",
 EPOCH_ORDER_SEED = 100_003  # the shuffle of epoch e (``batch_indices``): seed * 100_003 + e
 NOISE_SEED = 1_000_003  # t, eps and label dropout of step s (``diffusion_loss``): seed * 1_000_003 + s
 DROPOUT_SEED = 1_000_033  # dropout masks of step s (torch's global generator): seed * 1_000_033 + s
+FLIP_SEED = 1_000_037  # data.hflip: which images of step s are mirrored: seed * 1_000_037 + s
 RANK_SEED_SHIFT = 32  # rank r adds r << 32 to its dropout seed: ranks draw different masks, rank 0 as alone
 
 RUN_ENTRIES = ("checkpoint", "log.csv", "samples", "snapshots")  # what a run writes into --out
@@ -213,6 +217,8 @@ def diffusion_loss(
 ):
     """One Monte-Carlo estimate of L_simple (Eq. 14) for a batch; all randomness from ``generator``.
 
+    ``labels`` are (B,), or (B, K) for a model with several labels; ``null_label`` is then one null value per
+    column, and each label is replaced by its null value independently with probability ``p_uncond``.
     ``weighting`` and ``timestep_sampling`` select the variants of ``loss_weights`` and ``sample_timesteps``;
     ``loss_options`` gives these keyword arguments from a run's config. ``shard=(r, W)``: ``x0`` is slice r
     of a global batch of W * B images; t, eps and the label dropout are drawn for the global batch (so
@@ -223,9 +229,12 @@ def diffusion_loss(
     mine = slice(rank * B, (rank + 1) * B)  # this rank's part of the global batch of world * B
     t = sample_timesteps(world * B, schedule.T, generator, timestep_sampling)[mine].to(x0.device)
     eps = torch.randn((world * B, *x0.shape[1:]), generator=generator)[mine].to(x0.device)
-    if labels is not None and p_uncond > 0:
+    if labels is not None and p_uncond > 0 and labels.ndim == 1:
         drop = (torch.rand(world * B, generator=generator)[mine] < p_uncond).to(x0.device)
         labels = torch.where(drop, torch.full_like(labels, null_label), labels)
+    elif labels is not None and p_uncond > 0:  # several labels (B, K): each is left out on its own
+        drop = (torch.rand(world * B, labels.shape[1], generator=generator)[mine] < p_uncond).to(x0.device)
+        labels = torch.where(drop, torch.as_tensor(null_label, device=labels.device).expand_as(labels), labels)
     xt = q_sample(schedule, x0, t, eps)
     out = model(xt, t, labels)
     target = training_target(schedule, x0, eps, t, prediction_type)
@@ -239,7 +248,7 @@ def diffusion_loss(
     return per_example.mean() if w is None else (w * per_example).mean()
 
 
-def loss_options(cfg: TrainConfig, diffusion: DiffusionConfig, null_label: int) -> dict:
+def loss_options(cfg: TrainConfig, diffusion: DiffusionConfig, null_label: int | tuple[int, ...]) -> dict:
     """The keyword arguments of ``diffusion_loss`` that a run's config sets."""
     return dict(
         p_uncond=cfg.p_uncond,
@@ -257,6 +266,8 @@ def sample_grid(ema: UNet, schedule: NoiseSchedule, prediction_type: str, n_per_
     was_training = ema.training
     pipe = DDPMPipeline(ema, schedule, prediction_type)
     labels = torch.arange(ema.config.num_classes).repeat_interleave(n_per_class)
+    if ema.config.extra_labels:  # the further labels left out (null): one row per class
+        labels = torch.cat([labels[:, None], torch.tensor(ema.null_labels[1:]).expand(len(labels), -1)], dim=1)
     x = pipe.generate(labels, sampler="ddim", steps=min(steps, schedule.T), seed=0)
     ema.train(was_training)
     return x
@@ -333,6 +344,7 @@ class Run:
     model_cfg: UNetConfig
     diff_cfg: DiffusionConfig
     cfg: TrainConfig
+    data_cfg: DataConfig
     config: dict  # the JSON form, stored in checkpoints
     out_dir: Path
     dist: Distributed
@@ -456,16 +468,17 @@ def setup(
 ) -> Run:
     """Check the config and the output directory, build model, EMA and optimizer, resume, load the data."""
     model_cfg, diff_cfg, cfg = build_configs(raw_config)  # every setting checked before anything is written
+    data_cfg = data_config(raw_config)
     dist_, dev = setup_distributed(device)
     try:
-        return _setup(model_cfg, diff_cfg, cfg, Path(out_dir), dist_, dev, data, data_root, resume, overwrite)
+        return _setup(model_cfg, diff_cfg, cfg, data_cfg, Path(out_dir), dist_, dev, data, data_root, resume, overwrite)
     except BaseException:
         if dist_.started_here and dist.is_initialized():
             dist.destroy_process_group()
         raise
 
 
-def _setup(model_cfg, diff_cfg, cfg, out_dir, dist_, dev, data, data_root, resume, overwrite) -> Run:
+def _setup(model_cfg, diff_cfg, cfg, data_cfg, out_dir, dist_, dev, data, data_root, resume, overwrite) -> Run:
     check_out_dir(out_dir, resume, overwrite, dist_)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -483,10 +496,11 @@ def _setup(model_cfg, diff_cfg, cfg, out_dir, dist_, dev, data, data_root, resum
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False
         )
+    null = model.null_labels if model_cfg.extra_labels else model.null_label
     run = Run(
-        model_cfg, diff_cfg, cfg, config_dict(model_cfg, diff_cfg, cfg), out_dir, dist_, dev, amp, channels_last,
-        NoiseSchedule.from_name(diff_cfg.schedule, diff_cfg.T), model, net, ema, opt,
-        loss_kwargs=loss_options(cfg, diff_cfg, model_cfg.num_classes),
+        model_cfg, diff_cfg, cfg, data_cfg, config_dict(model_cfg, diff_cfg, cfg, data_cfg), out_dir, dist_, dev,
+        amp, channels_last, NoiseSchedule.from_name(diff_cfg.schedule, diff_cfg.T), model, net, ema, opt,
+        loss_kwargs=loss_options(cfg, diff_cfg, null),
     )  # fmt: skip
     if resume:
         load_resume_state(run)
@@ -499,12 +513,34 @@ def _setup(model_cfg, diff_cfg, cfg, out_dir, dist_, dev, data, data_root, resum
     return run
 
 
-def training_data(run: Run, data, data_root) -> tuple[torch.Tensor, torch.Tensor]:
-    """``data`` or MNIST's training split, on the run's device, checked against the model's image shape."""
-    if data is None:
-        from .data import load_mnist
+def load_dataset(data_cfg: DataConfig, image_size: int = 28, root=None, train: bool = True):
+    """The images in [-1, 1] and labels of the dataset that ``data_cfg`` names (``data.classes`` applied)."""
+    if data_cfg.dataset == "shifted_mnist":
+        from .shifted import ShiftedMNIST
 
-        data = load_mnist(train=True, root=data_root)
+        ds = ShiftedMNIST(
+            root, train, image_size, data_cfg.holdout, data_cfg.holdout_rule, data_cfg.p_unlabel_position,
+            data_cfg.seed, classes=data_cfg.classes,
+        )  # fmt: skip
+        return ds.tensors()
+    if data_cfg.dataset == "cifar10":
+        from .data import load_cifar10
+
+        return load_cifar10(train=train, root=root, classes=data_cfg.classes)
+    from .data import load_mnist
+
+    images, labels = load_mnist(train=train, root=root)
+    if data_cfg.classes is not None:
+        keep = torch.isin(labels, torch.tensor(data_cfg.classes))
+        images, labels = images[keep], labels[keep]
+    return images, labels
+
+
+def training_data(run: Run, data, data_root) -> tuple[torch.Tensor, torch.Tensor]:
+    """``data`` or the training split of ``data.dataset``, on the run's device, checked against the model."""
+    if data is None:
+        check_data_agreement(run.model_cfg, run.data_cfg)  # before the (slow) loading
+        data = load_dataset(run.data_cfg, run.model_cfg.image_size, data_root)
     images, labels = data
     cfg = run.model_cfg
     if tuple(images.shape[1:]) != (cfg.image_channels, cfg.image_size, cfg.image_size):
@@ -514,7 +550,19 @@ def training_data(run: Run, data, data_root) -> tuple[torch.Tensor, torch.Tensor
         )
     if len(images) == 0 or len(labels) != len(images):
         raise ConfigError(f"the training data must be images with one label each, got {len(images)} and {len(labels)}")
-    if labels.min() < 0 or labels.max() >= cfg.num_classes:
+    if cfg.extra_labels:  # (N, K) label rows; a row may leave a label out (its null value)
+        if labels.ndim != 2 or labels.shape[1] != 1 + len(cfg.extra_labels):
+            raise ConfigError(
+                f"model.extra_labels={list(cfg.extra_labels)} needs {1 + len(cfg.extra_labels)} labels per image, "
+                f"got labels of shape {tuple(labels.shape)}"
+            )
+        for k, n in enumerate((cfg.num_classes, *cfg.extra_labels)):
+            if labels[:, k].min() < 0 or labels[:, k].max() > n:
+                raise ConfigError(f"label column {k} goes from {int(labels[:, k].min())} to {int(labels[:, k].max())}, "
+                                  f"outside 0..{n} ({n}: left out)")  # fmt: skip
+    elif labels.ndim != 1:
+        raise ConfigError(f"the labels must be one class per image, got shape {tuple(labels.shape)}")
+    elif labels.min() < 0 or labels.max() >= cfg.num_classes:
         raise ConfigError(
             f"the labels go from {int(labels.min())} to {int(labels.max())}, but model.num_classes={cfg.num_classes} "
             f"allows 0..{cfg.num_classes - 1}"
@@ -531,6 +579,10 @@ def global_batch(run: Run, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     idx = batch_indices(step, len(run.images), B * run.dist.world_size, run.cfg.seed)[r * B : (r + 1) * B]
     idx = idx.to(run.device)
     x0, y = run.images[idx], run.labels[idx]
+    if run.data_cfg.hflip:  # mirror about half of the images, drawn for the global batch as above
+        g = torch.Generator().manual_seed(run.cfg.seed * FLIP_SEED + step)
+        flip = (torch.rand(B * run.dist.world_size, generator=g)[r * B : (r + 1) * B] < 0.5).to(run.device)
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
     if run.channels_last:
         x0 = x0.contiguous(memory_format=torch.channels_last)
     return x0, y
@@ -736,13 +788,15 @@ def _one_line(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Train a class-conditional DDPM on MNIST (Algorithm 1).")
+    p = argparse.ArgumentParser(
+        description="Train a class-conditional DDPM (Algorithm 1) on MNIST, or on the config's data.dataset."
+    )
     p.add_argument(
         "--config", default=str(DEFAULT_CONFIG.relative_to(REPO_ROOT)), help="JSON file (model/diffusion/train)"
     )
     p.add_argument("--out", default="runs/mnist", help="output directory (checkpoint/, samples/, log.csv)")
     p.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="override config values")
-    p.add_argument("--data-root", default=None, help="MNIST root (default: $DDPM_DATA_ROOT or data/ in the repo)")
+    p.add_argument("--data-root", default=None, help="data root (default: $DDPM_DATA_ROOT or data/ in the repo)")
     p.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: the best available)")
     runs = p.add_mutually_exclusive_group()
     runs.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/checkpoint")

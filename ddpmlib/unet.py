@@ -10,6 +10,8 @@ attention (``attention_type``: self-attention or CBAM, Woo et al. 2018) and whet
 The timestep enters every ResNet block through an embedding, and so does the class label:
 label ``num_classes`` is the extra "null" label used for classifier-free guidance
 (Ho & Salimans 2022), so one network gives both eps(x_t, t, y) and eps(x_t, t, null).
+Several labels (``extra_labels``, notebook 10: a digit and its position) each get their own embedding
+table with their own null value, and their embeddings are added: any label can be left out on its own.
 
 ``UNetConfig`` fully describes the network; checkpoints store it as JSON and rebuild with
 ``UNet(UNetConfig(**d))``.
@@ -48,6 +50,9 @@ class UNetConfig:
     scale_shift: bool = False  # embedding sets GroupNorm scale and shift (AdaGN) instead of adding a bias
     groups: int = 8  # GroupNorm groups
     num_classes: int = 10  # labels 0..num_classes-1; label num_classes is the null label
+    # sizes of further categorical labels, each with its own null value (its size): (4,) adds a position
+    # label 0..3 (notebook 10); labels are then (B, 1 + len(extra_labels)): (class, position, ...)
+    extra_labels: tuple[int, ...] = ()
     time_embedding: str = "sinusoidal"  # or "scalar": the features (t/T, beta_t, alpha_bar_t)
     num_timesteps: int = 1000  # T, used by the scalar features
     schedule: str = "linear"  # used by the scalar features
@@ -56,6 +61,9 @@ class UNetConfig:
     def __post_init__(self):
         self.channel_mults = tuple(self.channel_mults)
         self.attention_resolutions = tuple(self.attention_resolutions)
+        self.extra_labels = tuple(self.extra_labels)
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.extra_labels):
+            raise ValueError(f"extra_labels must be a list of label counts >= 1, got {list(self.extra_labels)}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.attention_type not in ATTENTION_TYPES:
@@ -81,6 +89,7 @@ class UNetConfig:
         d = asdict(self)
         d["channel_mults"] = list(self.channel_mults)
         d["attention_resolutions"] = list(self.attention_resolutions)
+        d["extra_labels"] = list(self.extra_labels)
         return d
 
 
@@ -235,6 +244,9 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(time_in, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim)  # index num_classes = null label
         self.null_label = cfg.num_classes
+        # one table per further label (index n = its null value); absent unless configured, so that
+        # checkpoints of single-label models load unchanged
+        self.extra_label_embs = nn.ModuleList(nn.Embedding(n + 1, emb_dim) for n in cfg.extra_labels)
 
         self.conv_in = nn.Conv2d(cfg.image_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
@@ -289,16 +301,29 @@ class UNet(nn.Module):
             return nn.ModuleList([block, self._attention(out_ch)])
         return nn.ModuleList([block])
 
+    @property
+    def null_labels(self) -> tuple[int, ...]:
+        """The null value of every label: (num_classes, *extra_labels)."""
+        return (self.config.num_classes, *self.config.extra_labels)
+
     def embed(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """Time embedding plus label embedding, (B,) x (B,) -> (B, 4 * base_channels)."""
+        """Time embedding plus label embedding(s), (B,) x (B,) or (B, 1 + len(extra_labels)) -> (B, emb_dim)."""
         if self.config.time_embedding == "scalar":
             temb = self.time_features[t]
         else:
             temb = sinusoidal_embedding(t, self.config.base_channels)
         emb = self.time_mlp(temb)
+        k = len(self.extra_label_embs)
+        if k == 0:
+            return emb + self.label_emb(torch.full_like(t, self.null_label) if y is None else y)
         if y is None:
-            y = torch.full_like(t, self.null_label)
-        return emb + self.label_emb(y)
+            y = torch.tensor(self.null_labels, device=t.device).expand(len(t), -1)
+        if y.ndim != 2 or y.shape[1] != 1 + k:
+            raise ValueError(f"this model takes {1 + k} labels per image, (B, {1 + k}); got shape {tuple(y.shape)}")
+        emb = emb + self.label_emb(y[:, 0])
+        for i, table in enumerate(self.extra_label_embs):
+            emb = emb + table(y[:, i + 1])
+        return emb
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if t.ndim == 0:
