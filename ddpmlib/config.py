@@ -55,9 +55,27 @@ class DiffusionConfig:
     schedule: str = setting("linear", choices=SCHEDULES)
     T: int = setting(1000, ge=1)
     prediction_type: str = setting("eps", choices=PREDICTION_TYPES)
+    # "gaussian": the noising of Ho et al. (2020); "blur": cold diffusion with Gaussian blur (Bansal et al. 2022,
+    # ddpmlib.cold), whose network restores x_0 (prediction_type "x0"; the noise schedule is not used)
+    process: str = setting("gaussian", choices=("gaussian", "blur"))
+    # blur only: std in pixels of the Gaussian blur at level 1 (sigma_min) and T (sigma_max), in between
+    # "sqrt" (sigma^2 linear in the level: a fixed kernel applied repeatedly) or "geometric" (log sigma linear)
+    blur_schedule: str = setting("sqrt", choices=("sqrt", "geometric"))
+    blur_sigma_min: float = setting(0.5, gt=0)
+    blur_sigma_max: float = setting(14.0, gt=0)
 
     def __post_init__(self):
         check_dataclass(self, "diffusion")
+        if self.blur_sigma_min > self.blur_sigma_max:
+            raise ConfigError(
+                f"diffusion.blur_sigma_min={self.blur_sigma_min:g} must not exceed "
+                f"diffusion.blur_sigma_max={self.blur_sigma_max:g}"
+            )
+        if self.process == "blur" and self.prediction_type != "x0":
+            raise ConfigError(
+                f"diffusion.process='blur' trains a network that restores x_0: set diffusion.prediction_type to "
+                f"'x0', got {self.prediction_type!r}"
+            )
 
 
 @dataclass

@@ -249,7 +249,12 @@ def diffusion_loss(
 
 
 def loss_options(cfg: TrainConfig, diffusion: DiffusionConfig, null_label: int | tuple[int, ...]) -> dict:
-    """The keyword arguments of ``diffusion_loss`` that a run's config sets."""
+    """The keyword arguments of ``diffusion_loss`` that a run's config sets (for diffusion.process="blur":
+    of ``ddpmlib.cold.restoration_loss``)."""
+    if diffusion.process == "blur":
+        from .cold import restoration_loss_options  # imported here: ddpmlib.cold imports this module
+
+        return restoration_loss_options(cfg, diffusion, null_label)
     return dict(
         p_uncond=cfg.p_uncond,
         loss=cfg.loss,
@@ -622,7 +627,12 @@ def train_step(run: Run, step: int) -> float:
     x0, y = global_batch(run, step)
     shard = (run.dist.rank, run.dist.world_size)
     with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
-        loss = diffusion_loss(run.net, run.schedule, x0, y, g, shard=shard, **run.loss_kwargs)
+        if run.diff_cfg.process == "blur":  # cold diffusion: restore x_0 from a blurred copy (ddpmlib.cold)
+            from .cold import restoration_loss
+
+            loss = restoration_loss(run.net, x0=x0, labels=y, generator=g, shard=shard, **run.loss_kwargs)
+        else:
+            loss = diffusion_loss(run.net, run.schedule, x0, y, g, shard=shard, **run.loss_kwargs)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()  # under DDP: the gradients are averaged over the ranks here
     value = mean_over_ranks(run, loss)
@@ -679,7 +689,12 @@ def save(run: Run, step: int) -> None:
 def save_samples(run: Run, step: int) -> None:
     from .plotting import save_grid
 
-    grid = sample_grid(run.ema, run.schedule, run.diff_cfg.prediction_type)
+    if run.diff_cfg.process == "blur":  # ddpmlib.cold: starts fitted to the blurred training images
+        from .cold import sample_grid as cold_sample_grid
+
+        grid = cold_sample_grid(run.ema, run.loss_kwargs["blur"], run.images.cpu(), run.labels.cpu())
+    else:
+        grid = sample_grid(run.ema, run.schedule, run.diff_cfg.prediction_type)
     save_grid(grid, run.out_dir / "samples" / f"step_{step:06d}.png", nrow=8)
 
 
