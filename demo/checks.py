@@ -122,5 +122,7 @@ def check_cost(steps: int, batch: int, guidance: float, what: str = "images", co
     factor = " × 3 to compose" if compose else " × 2 for guidance" if guidance > 0 else ""
     fail(
         f"This request is too big for the demo: {steps} steps × {batch} {what}{factor} is {c:g} units of work, "
-        f"more than {D.MAX_COST} (about {D.MAX_COST_SECONDS} s). Lower it to " + " or ".join(o for o in options if o) + "."
+        f"more than {D.MAX_COST} (about {D.MAX_COST_SECONDS} s). Lower it to "
+        + " or ".join(o for o in options if o)
+        + "."
     )

@@ -227,10 +227,10 @@ def load_shifted(
                 f"{flag}."
             )
     if tuple(pipe.null_labels) != (10, NUM_POSITIONS):
+        n = len(pipe.null_labels)
         return Unavailable(
-            f"The model at {where} is not a (digit, position) model (its labels take {tuple(pipe.null_labels)} "
-            f"values with the null one; this tab needs (10, {NUM_POSITIONS}), as configs/shifted_mnist.json trains); "
-            f"{flag}."
+            f"The model at {where} takes {n} label{'s' if n > 1 else ''} per image, not (digit, position) "
+            f"(UNetConfig.extra_labels=(4,), as configs/shifted_mnist.json trains); {flag}."
         )
     holdout, rule = None, "exclude"
     if isinstance(pipe.config.get("data"), dict):  # training's data section: absent keys took their defaults

@@ -96,20 +96,21 @@ def pair_text(model: ShiftedModel, digit: int, position: int | None) -> str:
         )
     if position is None:
         never = [POSITIONS[p] for d, p in sorted(model.holdout) if d == digit]
-        also = f" ({digit} was never in the training data at {' or '.join(never)})" if never else ""
+        also = f" (in training, {digit} was never labelled at the {' or the '.join(never)})" if never else ""
         return f"**{digit} anywhere**: the position is left out, so the model picks the quadrant{also}."
+    name = POSITIONS[position]
     if model.held_out(digit, position):
         if model.holdout_rule == "unlabel":
-            detail = (
-                f"it saw {digit}s there, but never with their position: the model has to compose the pair from "
-                f"the labelled {digit}s elsewhere and the other digits at {POSITIONS[position]}."
+            return (
+                f"⚠ **{digit} at {name} was never labelled in the training data** ({digit}s were placed there, but "
+                f"never with their position): the model has to compose it from the labelled {digit}s elsewhere "
+                f"and the other digits at {name}."
             )
-            return f"⚠ **Never seen in training: {digit} at {POSITIONS[position]} was never labelled as such**; {detail}"
         return (
-            f"⚠ **Never seen in training: {digit} at {POSITIONS[position]} was never in the training data**: the model "
-            f"has to compose it from the {digit}s it saw elsewhere and the other digits it saw at {POSITIONS[position]}."
+            f"⚠ **{digit} at {name} was never in the training data**: the model has to compose it from the "
+            f"{digit}s it saw elsewhere and the other digits it saw at {name}."
         )
-    return f"✓ **{digit} at {POSITIONS[position]}** was in the training data."
+    return f"✓ **{digit} at {name}** was in the training data."
 
 
 def legend(model, digit, position) -> str:
