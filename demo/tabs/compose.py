@@ -131,8 +131,8 @@ def legend(model, digit, position) -> str:
         cells.append(cell)
     anywhere = "**▶ anywhere**" if chosen is None else "anywhere"
     return (
-        "| | left | right |\n|---|---|---|\n"
-        f"| **top** | {cells[0]} | {cells[1]} |\n| **bottom** | {cells[2]} | {cells[3]} |\n\n"
+        "| left half | right half |\n|---|---|\n"
+        f"| {cells[0]} | {cells[1]} |\n| {cells[2]} | {cells[3]} |\n\n"
         f"Position: one quadrant of the 28 x 28 canvas, or {anywhere} (left out)."
     )
 
