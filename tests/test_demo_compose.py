@@ -292,3 +292,38 @@ def test_compose_endpoint_without_the_model_over_http(ckpt, tmp_path):
             api_name="/generate",
         )[2]
         assert "Done after 2 step(s)" in info
+
+
+def test_random_seed_is_reported_and_reproducible(m):
+    r = req(m, random_seed=True, seed=None)
+    assert 0 <= r.seed <= D.MAX_SEED and f"seed {r.seed}" in r.settings
+    again = result(m, seed=r.seed)["images"]
+    assert np.array_equal(pixels(list(compose.run(m, r))[-1]["images"]), pixels(again))
+
+
+def test_arbitrary_values_give_a_message_or_a_request(m):
+    """What an API client may send: every combination ends in a Request or a DemoError, never another exception."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+
+    junk = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**20), 10**20),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=12),
+        st.lists(st.integers(-3, 3), max_size=3),
+        st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+    )
+
+    @hypothesis.settings(max_examples=200, deadline=None)
+    @hypothesis.given(st.lists(junk, min_size=8, max_size=8), st.sets(st.integers(0, 7), max_size=3))
+    def check(values, keep):
+        args = [v if i not in keep else list(COMPOSE.values())[i] for i, v in enumerate(values)]
+        try:
+            compose.validate(m, *args)
+        except DemoError as e:
+            assert "\n" not in str(e) and "**" not in str(e)
+        compose.legend(m, args[0], args[1])  # never raises
+
+    check()
