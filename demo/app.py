@@ -1,11 +1,14 @@
 """The Gradio demo: class-conditioned digits with slider-controlled timesteps.
 
-    python demo/app.py                        # the shipped model, http://127.0.0.1:7860
+    python demo/app.py                        # the shipped models, http://127.0.0.1:7860
     python demo/app.py --checkpoint runs/mnist_cpu/final --port 8000
+    python demo/app.py --shifted-checkpoint runs/shifted_dev/export   # another (digit, position) model
 
-Three tabs: Generate (sample digits, replay the trajectory with a timeline), Forward process (watch an
+Four tabs: Generate (sample digits, replay the trajectory with a timeline), Forward process (watch an
 image dissolve into noise), Draw and denoise (noise your drawing, let the model denoise it toward a
-digit). The app works offline: no analytics, no downloads, no public link unless --share is given.
+digit), Digit × position (a second model draws a digit in a chosen quadrant; the pairs it never saw in
+training are marked; without that model the tab says why in one line and the rest works). The app works
+offline: no analytics, no downloads, no public link unless --share is given.
 """
 
 from __future__ import annotations
@@ -35,15 +38,16 @@ from ddpmlib.pipeline import SHIPPED_CHECKPOINT, DDPMPipeline, load_pipeline  # 
 from demo import defaults as D  # noqa: E402
 from demo.checks import DemoError, limits_text  # noqa: E402
 from demo.images import open_image  # noqa: E402
-from demo.model import SOURCES, DemoModel  # noqa: E402
-from demo.tabs import Timeline, denoise, forward, generate  # noqa: E402
+from demo.model import SHIFTED_CHECKPOINT, SOURCES, DemoModel, Unavailable, load_shifted  # noqa: E402
+from demo.tabs import Timeline, compose, denoise, forward, generate  # noqa: E402
 
 MODEL_CONCURRENCY = 1  # sampling requests at once: one request on all cores is fastest; the rest wait in the queue
 QUEUE_SIZE = 32  # waiting requests beyond this are turned away with a message
 # keep 28 x 28 digits sharp when enlarged: the grids are sent at their natural size and scaled up here
 CSS = """
 .pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
-"""
+#compose-position .wrap { display: grid; grid-template-columns: 1fr 1fr; }
+"""  # the position picker: its quadrants as a 2 x 2 grid, then "anywhere"
 CANVAS = 280
 DIGIT_CHOICES = [str(d) for d in range(10)] + [D.ONE_OF_EACH]
 
@@ -63,6 +67,14 @@ FORWARD_HELP = """Training needs noisy versions of real images, and the forward 
 **x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε** with ε drawn from a standard normal distribution. ᾱ_t falls from 1 (the
 clean image) to almost 0 (pure noise); the **schedule** decides how fast. Draw a digit (or take one you
 generated) and move t to watch it dissolve."""
+
+COMPOSE_HELP = """A second model was trained on **digits at half size in one of four quadrants**, labelled with the
+pair (digit, position), and some pairs were **left out of its training** (marked ⚠ below). Asked for such a
+pair, the model has to **compose** two things it learnt apart: the digit from the other positions, the
+position from the other digits. **Guidance** of scale w is applied to **both labels**
+(ε = (1 + w)·ε(x_t, d, p) − w·ε(x_t, ∅, ∅)), to the **position only** (ε = (1 + w)·ε(x_t, d, p) − w·ε(x_t, d, ∅)),
+or the labels are **composed** (ε = ε(x_t) + (1 + w)·[(ε(x_t, d) − ε(x_t)) + (ε(x_t, p) − ε(x_t))], Liu et al.
+2022: the pair never enters the network together). **Anywhere** leaves the position out."""
 
 DENOISE_HELP = """The reverse process does not have to start from pure noise. Here your image is **noised to step
 t** and the model then **denoises it towards the digit you choose**. With a small t the result keeps the shape
@@ -195,12 +207,20 @@ def _steps_progress(progress: gr.Progress, desc: str):
 # ---------------------------------------------------------------- the interface
 
 
-def build_demo(checkpoint: str | os.PathLike | DDPMPipeline = SHIPPED_CHECKPOINT, device=None) -> gr.Blocks:
-    """The demo's interface around the model in ``checkpoint`` (a directory, or a loaded pipeline).
+def build_demo(
+    checkpoint: str | os.PathLike | DDPMPipeline = SHIPPED_CHECKPOINT,
+    device=None,
+    shifted_checkpoint: str | os.PathLike | DDPMPipeline | None = SHIFTED_CHECKPOINT,
+) -> gr.Blocks:
+    """The demo's interface around the model in ``checkpoint`` (a directory, or a loaded pipeline), and the
+    (digit, position) model in ``shifted_checkpoint`` for the Digit × position tab.
 
-    The model is loaded once, here. Launch the result with ``launch(demo, ...)``."""
+    The models are loaded once, here. The digit model must load (``CheckpointError`` otherwise); when the
+    (digit, position) model cannot, its tab shows why in one line (``demo.shifted.reason``) and the rest works.
+    Launch the result with ``launch(demo, ...)``."""
     pipe = checkpoint if isinstance(checkpoint, DDPMPipeline) else load_pipeline(checkpoint, device=device)
     model = DemoModel(pipe)
+    shifted = load_shifted(shifted_checkpoint, device=device, file_dir=model.file_dir)
     Image.MAX_IMAGE_PIXELS = 2 * D.MAX_IMAGE_PIXELS  # PIL refuses to decode anything larger, whoever asks
     T = model.T
     steps_default = D.default_steps(T)
@@ -471,8 +491,113 @@ def build_demo(checkpoint: str | os.PathLike | DDPMPipeline = SHIPPED_CHECKPOINT
                     concurrency_limit=MODEL_CONCURRENCY,
                     show_progress_on=[d_result],
                 )
+            # ---------------------------------------------------------------- Digit × position
+            with gr.Tab("Digit × position", id="compose"):
+                gr.Markdown(COMPOSE_HELP)
+                available = not isinstance(shifted, Unavailable)
+                gr.Markdown(
+                    "" if available else f"**Not available:** {shifted.reason}",
+                    visible=not available,
+                    elem_id="compose-unavailable",
+                )
+                c_T = shifted.T if available else T
+                with gr.Row(visible=available):
+                    with gr.Column(scale=1, min_width=300):
+                        c_digit = gr.Radio(DIGIT_CHOICES[:10], value=D.COMPOSE_DIGIT, label="Digit")
+                        c_position = gr.Radio(
+                            compose.POSITION_CHOICES,
+                            value=D.COMPOSE_POSITION,
+                            label="Position",
+                            info="a quadrant, or anywhere (the position left out)",
+                            elem_id="compose-position",
+                        )
+                        c_legend = gr.Markdown(
+                            compose.legend(shifted, D.COMPOSE_DIGIT, D.COMPOSE_POSITION), elem_id="compose-legend"
+                        )
+                        c_mode = gr.Radio(
+                            [(label, key) for key, label in D.COMPOSE_MODES.items()],
+                            value=D.COMPOSE_MODE,
+                            label="Guidance applied to",
+                        )
+                        c_guidance = gr.Slider(
+                            0,
+                            D.MAX_GUIDANCE,
+                            value=D.COMPOSE_GUIDANCE,
+                            step=0.25,
+                            label="Guidance scale w",
+                            info="0 = none ('compose' still composes)",
+                        )
+                        c_n = gr.Slider(
+                            1, D.COMPOSE_MAX_IMAGES, value=D.COMPOSE_N_IMAGES, step=1, label="Number of images"
+                        )
+                        c_steps = gr.Slider(
+                            1,
+                            c_T,
+                            value=min(D.COMPOSE_STEPS, c_T),
+                            step=1,
+                            label=f"Sampling steps ({D.SAMPLERS[D.COMPOSE_SAMPLER]})",
+                            info=f"1 to T = {c_T}",
+                        )
+                        with gr.Row():
+                            c_seed = gr.Number(D.SEED, label="Seed", precision=0, minimum=0, maximum=D.MAX_SEED)
+                            c_random_seed = gr.Checkbox(False, label="random seed")
+                        c_run = gr.Button("Generate", variant="primary", elem_id="compose-btn")
+                        gr.Markdown(limits_text(compose=True))
+                    with gr.Column(scale=2):
+                        c_pair = gr.Markdown(elem_id="compose-pair")
+                        c_images = _image("samples", elem_id="compose-images", height=400)
+                        c_info = gr.Markdown("Press Generate.", elem_id="compose-info")
+                C = dict(images=c_images, info=c_info, pair=c_pair)
+                assert set(C) == set(compose.OUTPUTS)
+
+                gr.on(
+                    [c_digit.change, c_position.change],
+                    lambda digit, position: compose.legend(shifted, digit, position),
+                    [c_digit, c_position],
+                    c_legend,
+                    queue=False,
+                    api_visibility="private",
+                    show_progress="hidden",
+                    preprocess=False,
+                )
+
+                def compose_check(digit, position, mode, guidance, n_images, steps, seed, random_seed):
+                    args = (digit, position, mode, guidance, n_images, steps, seed, random_seed)
+                    _checked(compose.validate, shifted, *args)
+
+                def compose_run(
+                    digit,
+                    position,
+                    mode,
+                    guidance,
+                    n_images,
+                    steps,
+                    seed,
+                    random_seed,
+                    progress=gr.Progress(),  # noqa: B008
+                ):
+                    args = (digit, position, mode, guidance, n_images, steps, seed, random_seed)
+                    req = _checked(compose.validate, shifted, *args)
+                    for note in req.notes:
+                        gr.Warning(note)
+                    yield from _stream(compose.run(shifted, req, _steps_progress(progress, "denoising")), C)
+
+                c_inputs = [c_digit, c_position, c_mode, c_guidance, c_n, c_steps, c_seed, c_random_seed]
+                c_run.click(
+                    compose_check, c_inputs, None, queue=False, api_visibility="private", preprocess=False
+                ).success(
+                    compose_run,
+                    c_inputs,
+                    list(C.values()),
+                    api_name="compose",
+                    preprocess=False,
+                    concurrency_id="model",
+                    concurrency_limit=MODEL_CONCURRENCY,
+                    show_progress_on=[c_images],
+                )
     demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=QUEUE_SIZE)
     demo.model = model  # for tests and the benchmark
+    demo.shifted = shifted  # a ShiftedModel, or Unavailable with the reason
     return demo
 
 
@@ -499,6 +624,12 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--checkpoint", default=SHIPPED_CHECKPOINT, help="checkpoint directory (default: the shipped model)")
+    p.add_argument(
+        "--shifted-checkpoint",
+        default=SHIFTED_CHECKPOINT,
+        help="the (digit, position) model of the Digit × position tab (default: checkpoints/shifted_mnist); "
+        "without it that tab says why and the others work",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: the local network)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument(
@@ -515,9 +646,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        demo = build_demo(args.checkpoint, device=args.device)
+        demo = build_demo(args.checkpoint, device=args.device, shifted_checkpoint=args.shifted_checkpoint)
     except CheckpointError as e:
         sys.exit(f"error: {e}\nTrain a model with `python -m ddpmlib.train` or pass --checkpoint DIR.")
+    if isinstance(demo.shifted, Unavailable):
+        print(f"note: the Digit × position tab is off. {demo.shifted.reason}", file=sys.stderr)
     try:
         launch(demo, host=args.host, port=args.port, share=args.share)
     except OSError as e:

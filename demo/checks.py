@@ -50,8 +50,8 @@ def check_choice(name: str, value, choices) -> str:
     return value
 
 
-def check_digit(digit, allow_all: bool = True) -> int | str:
-    """A digit 0-9 (int), or ``ONE_OF_EACH`` where ``allow_all``."""
+def check_digit(digit, allow_all: bool = True, purpose: str = "to denoise towards") -> int | str:
+    """A digit 0-9 (int), or ``ONE_OF_EACH`` where ``allow_all``; ``purpose`` ends the message otherwise."""
     if allow_all and digit == D.ONE_OF_EACH:
         return D.ONE_OF_EACH
     d = str(digit).strip() if isinstance(digit, (str, int)) and not isinstance(digit, bool) else ""
@@ -59,7 +59,7 @@ def check_digit(digit, allow_all: bool = True) -> int | str:
         return int(d)
     if allow_all:
         fail(f"Pick a digit from 0 to 9 (or '{D.ONE_OF_EACH}'), got {str(digit)[:40]!r}.")
-    fail(f"Pick one digit from 0 to 9 to denoise towards, got {str(digit)[:40]!r}.")
+    fail(f"Pick one digit from 0 to 9 {purpose}, got {str(digit)[:40]!r}.")
 
 
 def check_sampler(sampler) -> str:
@@ -81,36 +81,48 @@ def check_seed(seed, random_seed=False) -> int:
 # ---------------------------------------------------------------- the cost of a sampling request
 
 
-def cost(steps: int, batch: int, guidance: float) -> float:
-    """Network evaluations of one image that a request needs: steps x (batch x (2 with guidance) + STEP_COST).
+def passes(guidance: float, compose: bool = False) -> int:
+    """Network evaluations per image and step: 3 when composing (digit, position and neither: ComposedLabels),
+    2 with guidance (with and without the label), 1 without."""
+    return 3 if compose else 2 if guidance > 0 else 1
 
-    Guidance evaluates every image twice (with and without the digit) in one doubled batch."""
-    return steps * (batch * (2 if guidance > 0 else 1) + D.STEP_COST)
+
+def cost(steps: int, batch: int, guidance: float, compose: bool = False) -> float:
+    """Network evaluations of one image that a request needs: steps x (batch x passes + STEP_COST).
+
+    Guidance evaluates every image twice (with and without the digit) in one doubled batch; composing
+    (``ddpmlib.shifted.ComposedLabels``) three times, in one tripled batch."""
+    return steps * (batch * passes(guidance, compose) + D.STEP_COST)
 
 
-def limits_text() -> str:
-    """The limit as stated in the page."""
+def limits_text(compose: bool = False) -> str:
+    """The limit as stated in the page (``compose``: for the Digit × position tab)."""
+    factors = "× 3 to compose, × 2 with guidance, × 1 without" if compose else "× 2 with guidance, × 1 without"
     return (
-        f"Work per request: steps × (images × 2 with guidance, × 1 without, + {D.STEP_COST:g}) ≤ {D.MAX_COST}, "
+        f"Work per request: steps × (images {factors}, + {D.STEP_COST:g}) ≤ {D.MAX_COST}, "
         f"about {D.MAX_COST_SECONDS} s on a 2-core CPU."
     )
 
 
-def check_cost(steps: int, batch: int, guidance: float, what: str = "images") -> None:
+def check_cost(steps: int, batch: int, guidance: float, what: str = "images", compose: bool = False) -> None:
     """Refuse a request that would take much longer than MAX_COST_SECONDS, saying what to lower."""
-    c = cost(steps, batch, guidance)
+    c = cost(steps, batch, guidance, compose)
     if c <= D.MAX_COST:
         return
-    g = 2 if guidance > 0 else 1
+    g = passes(guidance, compose)
     max_steps = int(D.MAX_COST // (batch * g + D.STEP_COST))
     max_batch = int((D.MAX_COST / steps - D.STEP_COST) // g)
     options = [f"at most {max_steps} steps" if max_steps >= 1 else None]
     if max_batch >= 1:
         options.append(f"at most {max_batch} {what}")
-    if guidance > 0 and cost(steps, batch, 0) <= D.MAX_COST:
+    if compose and cost(steps, batch, 0) <= D.MAX_COST:
+        options.append("'both labels' with guidance 0 (a third of the work)")
+    elif not compose and guidance > 0 and cost(steps, batch, 0) <= D.MAX_COST:
         options.append("guidance 0 (it halves the work)")
+    factor = " × 3 to compose" if compose else " × 2 for guidance" if guidance > 0 else ""
     fail(
-        f"This request is too big for the demo: {steps} steps × {batch} {what}"
-        f"{' × 2 for guidance' if guidance > 0 else ''} is {c:g} units of work, more than {D.MAX_COST} "
-        f"(about {D.MAX_COST_SECONDS} s). Lower it to " + " or ".join(o for o in options if o) + "."
+        f"This request is too big for the demo: {steps} steps × {batch} {what}{factor} is {c:g} units of work, "
+        f"more than {D.MAX_COST} (about {D.MAX_COST_SECONDS} s). Lower it to "
+        + " or ".join(o for o in options if o)
+        + "."
     )

@@ -27,21 +27,40 @@ DENOISE_DIGIT = "3"
 DENOISE_T_FRACTION = 0.6  # Draw-and-denoise tab: noise level t starts at 0.6 T
 N_VARIATIONS = 4
 
+# Digit × position tab (the two-label model checkpoints/shifted_mnist, ddpmlib.shifted). PLACEHOLDERS, not yet
+# measured: set them from `python scripts/shifted_table.py` on the shipped model (its eval/pairs.csv: the
+# share of held-out pairs drawn right per mode and w), as the Generate defaults come from the model card.
+ANYWHERE = "anywhere"  # the position left out (its null label, ddpmlib.shifted.NULL_POSITION)
+# how guidance is applied: key (ddpmlib.shifted.guidance_labels mode, or "compose" = ComposedLabels) -> label
+COMPOSE_MODES = {"joint": "both labels", "position": "position only", "compose": "compose"}
+COMPOSE_DIGIT = "7"  # with COMPOSE_POSITION a pair held out of training (data.holdout of configs/shifted_mnist.json)
+COMPOSE_POSITION = "bottom left"
+COMPOSE_MODE = "compose"  # placeholder: to be measured
+COMPOSE_GUIDANCE = 1.0  # placeholder: to be measured (shifted_table.py's default conditions use w = 0, 1, 3)
+COMPOSE_SAMPLER = "dpmpp"  # the sampler and steps of scripts/shifted_table.py's defaults (--sampler, --steps)
+COMPOSE_STEPS = 20
+COMPOSE_N_IMAGES = 8
+
 # ---------------------------------------------------------------- limits (what one request may cost)
 MAX_IMAGES = 20  # per Generate request
 MAX_VARIATIONS = 8  # per Draw-and-denoise request
+COMPOSE_MAX_IMAGES = 16  # per Digit × position request (a 4 x 4 grid)
 MAX_GUIDANCE = 10.0
 MAX_SEED = 2**32 - 1
 
 # Cost of a sampling request in network evaluations of one 28 x 28 image ("image evaluations"):
 #     cost = steps x (batch x (2 if guidance else 1) + STEP_COST)
-# Guidance doubles the batch (the conditional and the unconditional prediction); STEP_COST is the fixed
+# Guidance doubles the batch (the conditional and the unconditional prediction); composing the digit and the
+# position (ddpmlib.shifted.ComposedLabels) triples it, with or without guidance; STEP_COST is the fixed
 # per-step cost (the sampler's arithmetic, the recorded frame, framework overhead) in the same unit.
 # Calibrated on the shipped model (0.69 M parameters) and a 2-core Intel Xeon, one thread: one image
 # evaluation took 3.3 ms, a step of a batch of one 7.8 ms at load average 2 (the fixed part is about 1.5
 # evaluations; 2 leaves a margin), which puts MAX_COST = 4000 at about 13-15 s. The machine was shared:
 # at load 7 `python scripts/bench_demo.py --calibrate --threads 1` gave 5.1 ms per unit and 24-26 s for
 # the largest accepted requests. Recalibrate on an idle machine (and after changing the model's size).
+# The (digit, position) model of configs/shifted_mnist.json has the same size (0.69 M parameters) and took about
+# as long per unit (6.6 ms against the shipped model's 7.3 ms, both at load average 7, with a 200-step stand-in
+# of it), so the same unit serves the Digit × position tab.
 STEP_COST = 2.0
 MAX_COST = 4000
 MAX_COST_SECONDS = 15  # what MAX_COST is meant to take, as stated in the page

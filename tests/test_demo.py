@@ -376,7 +376,7 @@ def test_build_demo_has_named_api(ckpt):
     assert demo.model.T == T and demo.analytics_enabled is False
     # validation runs first, unqueued, with no outputs; sampling only after it succeeded
     checks = [d for d in demo.fns.values() if d.fn.__name__.endswith("_check")]
-    assert {d.fn.__name__ for d in checks} == {"generate_check", "forward_check", "denoise_check"}
+    assert {d.fn.__name__ for d in checks} == {"generate_check", "forward_check", "denoise_check", "compose_check"}
     assert all(not d.queue and not d.outputs for d in checks)
     seed = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "seed")
     assert all(seed not in d.outputs for d in demo.fns.values())  # the seed box never gets an error badge

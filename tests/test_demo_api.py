@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-from demo.testing import make_tiny_checkpoint, running_app  # noqa: E402
+from demo.testing import make_tiny_checkpoint, make_tiny_shifted_checkpoint, running_app  # noqa: E402
 
 T = 50
 # gradio's queue statistics use pandas, which warns on every request with pandas 3
@@ -37,7 +37,8 @@ def url(tmp_path_factory):
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny model; CI shares its two cores
     ckpt = make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), T=T)
-    with running_app(ckpt) as (url, _):
+    shifted = make_tiny_shifted_checkpoint(tmp_path_factory.mktemp("shifted"), T=T)  # the Digit × position tab
+    with running_app(ckpt, shifted_checkpoint=shifted) as (url, _):
         yield url
     torch.set_num_threads(n)
 
@@ -56,7 +57,7 @@ def path(file) -> Path:
 
 def test_api_lists_the_endpoints(url):
     api = client(url).view_api(print_info=False, return_format="dict")
-    assert {"/generate", "/downloads", "/show_step", "/forward", "/denoise"} <= set(api["named_endpoints"])
+    assert {"/generate", "/downloads", "/show_step", "/forward", "/denoise", "/compose"} <= set(api["named_endpoints"])
     assert not any("check" in name for name in api["named_endpoints"])  # the validation steps are private
     params = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
     assert params == list(GENERATE)

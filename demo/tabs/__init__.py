@@ -5,6 +5,7 @@ The app maps the names to its components; nothing here builds or knows a Gradio 
     generate.py   Generate: sample digits, record the trajectory, the timeline that replays it
     forward.py    Forward process: x_t from the closed form q(x_t | x_0)
     denoise.py    Draw and denoise: noise an image to step t, then denoise it towards a digit (SDEdit)
+    compose.py    Digit × position: a (digit, position) model; the pairs never seen in training marked
 """
 
 from __future__ import annotations
