@@ -47,7 +47,7 @@ distribution to D(x_0, T) of training images (per class): a Gaussian mixture ove
 (the paper's Sec. 5.2, whose last level is exactly constant) or a full Gaussian over the blurred images.
 A deterministic sampler maps one start to one image, so the paper adds a little Gaussian noise to x_T
 (``start_noise``) to break the symmetry. With the schedule of ``configs/mnist_cold.json`` (geometric,
-sigma 0.5 -> 10 px, T = 50) D(x_0, T) keeps a faint low-frequency trace of the digit (thousandths), which
+sigma 0.5 -> 10 px, T = 50) D(x_0, T) keeps a faint low-frequency trace of the digit (a few percent), which
 the restorer reads: the full Gaussian start works and the constant start does not (notebook 11).
 
 ``load_cold`` loads a blur checkpoint (safetensors + config.json, ``ddpmlib.checkpoint``) as a
