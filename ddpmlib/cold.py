@@ -44,8 +44,11 @@ whose errors change little from one level to the next (Sec. 3.3 of the paper).
 
 Generation: the fully blurred image is almost a constant, so ``fit_start_distribution`` fits a
 distribution to D(x_0, T) of training images (per class): a Gaussian mixture over the per-channel means
-(the paper's Sec. 5.2) or a full Gaussian over the blurred images. A deterministic sampler maps one start
-to one image, so the paper adds a little Gaussian noise to x_T (``start_noise``) to break the symmetry.
+(the paper's Sec. 5.2, whose last level is exactly constant) or a full Gaussian over the blurred images.
+A deterministic sampler maps one start to one image, so the paper adds a little Gaussian noise to x_T
+(``start_noise``) to break the symmetry. With the schedule of ``configs/mnist_cold.json`` (geometric,
+sigma 0.5 -> 10 px, T = 50) D(x_0, T) keeps a faint low-frequency trace of the digit (a few percent), which
+the restorer reads: the full Gaussian start works and the constant start does not (notebook 11).
 
 ``load_cold`` loads a blur checkpoint (safetensors + config.json, ``ddpmlib.checkpoint``) as a
 ``ColdPipeline``. This module imports ``ddpmlib.train``; ``ddpmlib.train`` imports it only inside functions.
@@ -121,7 +124,7 @@ class BlurSchedule:
     ``sigmas`` (float64, (T + 1,)) are in pixels; the circulant matrices are built once per image size, device
     and dtype (computed in float64 on the CPU, then cast)."""
 
-    def __init__(self, T: int, sigma_min: float = 0.5, sigma_max: float = 14.0, schedule: str = "sqrt"):
+    def __init__(self, T: int, sigma_min: float = 0.5, sigma_max: float = 10.0, schedule: str = "geometric"):
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"T must be an integer >= 1, got {T!r}")
         self.T = T
@@ -504,3 +507,23 @@ def sample_grid(ema: UNet, blur: BlurSchedule, images: torch.Tensor, labels: tor
     x = pipe.generate(y, start, seed=0)
     ema.train(was_training)
     return x
+
+
+def generate_samples(
+    pipe: ColdPipeline,
+    start: StartDistribution,
+    num_samples: int,
+    *,
+    batch_size: int = 250,
+    seed: int = 0,
+    **generate_kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """N samples (CPU, in [-1, 1]) with balanced labels (``ddpmlib.evaluate.balanced_labels``), as
+    ``ddpmlib.evaluate.generate_samples`` draws them for a Gaussian model; one generator seeded by ``seed``
+    feeds all batches. Keywords: those of ``ColdPipeline.generate`` (``method``, ``steps``, ``start_noise``, ...)."""
+    from .evaluate import balanced_labels
+
+    labels = balanced_labels(num_samples, pipe.num_classes)
+    g = torch.Generator().manual_seed(seed)
+    out = [pipe.generate(y, start, generator=g, **generate_kwargs).cpu() for y in labels.split(batch_size)]
+    return torch.cat(out), labels

@@ -59,10 +59,11 @@ class DiffusionConfig:
     # ddpmlib.cold), whose network restores x_0 (prediction_type "x0"; the noise schedule is not used)
     process: str = setting("gaussian", choices=("gaussian", "blur"))
     # blur only: std in pixels of the Gaussian blur at level 1 (sigma_min) and T (sigma_max), in between
-    # "sqrt" (sigma^2 linear in the level: a fixed kernel applied repeatedly) or "geometric" (log sigma linear)
-    blur_schedule: str = setting("sqrt", choices=("sqrt", "geometric"))
+    # "geometric" (log sigma linear in the level) or "sqrt" (sigma^2 linear: the paper's fixed kernel applied
+    # repeatedly); the defaults are configs/mnist_cold.json's, chosen in notebook 11
+    blur_schedule: str = setting("geometric", choices=("sqrt", "geometric"))
     blur_sigma_min: float = setting(0.5, gt=0)
-    blur_sigma_max: float = setting(14.0, gt=0)
+    blur_sigma_max: float = setting(10.0, gt=0)
 
     def __post_init__(self):
         check_dataclass(self, "diffusion")

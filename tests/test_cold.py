@@ -164,14 +164,14 @@ def test_restoration_loss_is_zero_for_an_exact_restorer_and_draws_from_the_gener
 
 def test_config_validation():
     ok = build_configs(apply_overrides({}, ["diffusion.process=blur", "diffusion.prediction_type=x0"]))[1]
-    assert ok.process == "blur" and ok.blur_schedule == "sqrt"
+    assert ok.process == "blur" and ok.blur_schedule == "geometric"
     assert DiffusionConfig().process == "gaussian"
     for override, message in [
         ("diffusion.process=heat", "diffusion.process must be one of 'gaussian', 'blur'"),
         ("diffusion.blur_sigma_max=0", "diffusion.blur_sigma_max must be a number > 0"),
         ("diffusion.blur_sigma_min=-1", "diffusion.blur_sigma_min must be a number > 0"),
         ("diffusion.blur_schedule=linear", "diffusion.blur_schedule must be one of 'sqrt', 'geometric'"),
-        ("diffusion.blur_sigma_min=20", "diffusion.blur_sigma_min=20 must not exceed diffusion.blur_sigma_max=14"),
+        ("diffusion.blur_sigma_min=20", "diffusion.blur_sigma_min=20 must not exceed diffusion.blur_sigma_max=10"),
     ]:
         with pytest.raises(ConfigError, match=message):
             build_configs(apply_overrides({}, [override]))
