@@ -6,8 +6,8 @@
 #   DATA=/path/with/MNIST+CIFAR OUT=/path/for/results bash scripts/gpu_issue11.sh
 #
 # Every job is an ordinary project command (printed to OUT/commands.txt); the sizes are environment variables:
-#   STEPS_MNIST (9000)  steps of batch 128 for the shifted and blur models, cut at MINUTES_MNIST (5.5) minutes
-#   STEPS_CIFAR (2000)  steps of the CIFAR CPU configs: what 2 CPU cores train in about 45 minutes
+#   STEPS_MNIST (7000)  steps of batch 128 for the shifted and blur models, cut at MINUTES_MNIST (4.3) minutes
+#   STEPS_CIFAR (1500)  steps of the CIFAR CPU configs: what 2 CPU cores train in about 45 minutes
 #   STEPS_SMOKE (300)   steps of configs/cifar10_gpu.json (on data.classes [1, 8]), to check it runs and time it
 # Small models on one GPU are limited by kernel launches, not arithmetic, so several run at once with one CPU
 # thread each (OMP_NUM_THREADS=1).
@@ -15,9 +15,9 @@ set -u
 PY=${PYTHON:-python3}
 DATA=${DATA:?set DATA to the data root}
 OUT=${OUT:?set OUT to the output folder}
-STEPS_MNIST=${STEPS_MNIST:-9000}
-MINUTES_MNIST=${MINUTES_MNIST:-5.5}
-STEPS_CIFAR=${STEPS_CIFAR:-2000}
+STEPS_MNIST=${STEPS_MNIST:-7000}
+MINUTES_MNIST=${MINUTES_MNIST:-4.3}
+STEPS_CIFAR=${STEPS_CIFAR:-1500}
 STEPS_SMOKE=${STEPS_SMOKE:-300}
 RUNS=${RUNS:-runs/gpu11}
 DEVICE=${DEVICE:-cuda}
