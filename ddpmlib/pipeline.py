@@ -186,6 +186,11 @@ def build_pipeline(
         model_cfg, diffusion = checkpoint_configs(config)  # every setting checked (ddpmlib.config)
     except ConfigError as e:
         raise CheckpointError(f"the config in {source} does not describe a valid model: {e}") from None
+    if diffusion.process != "gaussian":
+        raise CheckpointError(
+            f"{source} is a cold-diffusion model (diffusion.process={diffusion.process!r}): load it with "
+            f"ddpmlib.cold.load_cold, not as a Gaussian DDPM"
+        )
     schedule = NoiseSchedule.from_name(diffusion.schedule, diffusion.T)
     model = UNet(model_cfg)
     prefix = "ema" if use_ema or not any(k.startswith("model.") for k in tensors) else "model"

@@ -266,11 +266,14 @@ def loss_options(cfg: TrainConfig, diffusion: DiffusionConfig, null_label: int |
     )
 
 
-def sample_grid(ema: UNet, schedule: NoiseSchedule, prediction_type: str, n_per_class: int = 8, steps: int = 20):
-    """One row per class (DDIM, fixed seed): what the model draws now."""
+def sample_grid(
+    ema: UNet, schedule: NoiseSchedule, prediction_type: str, n_per_class: int = 8, steps: int = 20, classes=None
+):
+    """One row per class (DDIM, fixed seed): what the model draws now; ``classes``: only these (data.classes)."""
     was_training = ema.training
     pipe = DDPMPipeline(ema, schedule, prediction_type)
-    labels = torch.arange(ema.config.num_classes).repeat_interleave(n_per_class)
+    classes = torch.arange(ema.config.num_classes) if classes is None else torch.as_tensor(classes)
+    labels = classes.repeat_interleave(n_per_class)
     if ema.config.extra_labels:  # the further labels left out (null): one row per class
         labels = torch.cat([labels[:, None], torch.tensor(ema.null_labels[1:]).expand(len(labels), -1)], dim=1)
     x = pipe.generate(labels, sampler="ddim", steps=min(steps, schedule.T), seed=0)
@@ -694,7 +697,7 @@ def save_samples(run: Run, step: int) -> None:
 
         grid = cold_sample_grid(run.ema, run.loss_kwargs["blur"], run.images.cpu(), run.labels.cpu())
     else:
-        grid = sample_grid(run.ema, run.schedule, run.diff_cfg.prediction_type)
+        grid = sample_grid(run.ema, run.schedule, run.diff_cfg.prediction_type, classes=run.data_cfg.classes)
     save_grid(grid, run.out_dir / "samples" / f"step_{step:06d}.png", nrow=8)
 
 

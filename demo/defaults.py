@@ -35,8 +35,11 @@ ANYWHERE = "anywhere"  # the position left out (its null label, ddpmlib.shifted.
 COMPOSE_MODES = {"joint": "both labels", "position": "position only", "compose": "compose"}
 COMPOSE_DIGIT = "7"  # with COMPOSE_POSITION a pair held out of training (data.holdout of configs/shifted_mnist.json)
 COMPOSE_POSITION = "bottom left"
-COMPOSE_MODE = "compose"  # placeholder: to be measured
-COMPOSE_GUIDANCE = 1.0  # placeholder: to be measured (shifted_table.py's default conditions use w = 0, 1, 3)
+# measured on checkpoints/shifted_mnist (its model card; scripts/shifted_table.py, 100 samples per pair): the held-out
+# 7s at the bottom are drawn as asked in 61.0% without guidance, 86.5% with joint guidance w = 1 and 96.0% composed
+# with w = 1 (seen pairs: 82.5%, 98.4%, 96.1%); composition is the choice that works for held-out and seen pairs alike
+COMPOSE_MODE = "compose"
+COMPOSE_GUIDANCE = 1.0
 COMPOSE_SAMPLER = "dpmpp"  # the sampler and steps of scripts/shifted_table.py's defaults (--sampler, --steps)
 COMPOSE_STEPS = 20
 COMPOSE_N_IMAGES = 8

@@ -219,3 +219,16 @@ def test_train_a_tiny_blur_model_and_load_it(tmp_path):
 def test_load_cold_refuses_a_gaussian_checkpoint(tiny_checkpoint):
     with pytest.raises(CheckpointError, match="not a blur"):
         load_cold(tiny_checkpoint)
+
+
+def test_a_blur_checkpoint_is_not_loaded_as_a_gaussian_ddpm(tmp_path):
+    from ddpmlib.checkpoint import save_checkpoint
+    from ddpmlib.pipeline import load_pipeline
+    from ddpmlib.unet import UNet
+
+    cfg = tiny_unet_config(num_timesteps=10)
+    diffusion = {"process": "blur", "T": 10, "prediction_type": "x0"}
+    path = save_checkpoint(tmp_path / "ckpt", {"model": cfg.to_dict(), "diffusion": diffusion}, UNet(cfg))
+    with pytest.raises(CheckpointError, match="cold-diffusion model.*ddpmlib.cold.load_cold"):
+        load_pipeline(path, device="cpu")
+    assert load_cold(path, device="cpu").model.config == cfg

@@ -5,8 +5,8 @@ For each exercise ``## N.`` of ``course/exercises/NN_*.md`` this test runs, in a
 ``python`` block of the matching ``## N.`` section of ``course/solutions/NN_*.md``, then the exercise's
 ``# check`` block, which must print ``ok``. Solutions that train or evaluate with learner-sized settings are
 shrunk by the textual replacements in ``SMALL`` (each must match, so a changed solution fails loudly instead of
-silently running at full size). Exercises that load the shipped model or MNIST are marked ``slow``; those that
-need MNIST are skipped without it.
+silently running at full size). Exercises that load a shipped model, MNIST or CIFAR-10 are marked ``slow``; those
+that need MNIST or CIFAR-10 are skipped without it.
 """
 
 import contextlib
@@ -50,7 +50,8 @@ SMALL = {
     ("08", 5): [("num_samples=1000,", "num_samples=60, steps=10, progress=False,")],
 }
 NEEDS_MNIST = ("load_mnist", "load_reference", "ref.")
-SLOW = NEEDS_MNIST + ("load_pipeline", "train(")
+NEEDS_CIFAR = ("load_cifar10",)
+SLOW = NEEDS_MNIST + NEEDS_CIFAR + ("load_pipeline", "load_cold", "train(")
 
 
 def blocks(text: str) -> list[str]:
@@ -91,7 +92,7 @@ def cases():
 
 def test_every_exercise_has_a_check_and_a_solution():
     files = sorted(p.name for p in EXERCISES.glob("[0-9][0-9]_*.md"))
-    assert files == sorted(p.name for p in SOLUTIONS.glob("[0-9][0-9]_*.md")) and len(files) == 9
+    assert files == sorted(p.name for p in SOLUTIONS.glob("[0-9][0-9]_*.md")) and len(files) == 12
     for name in files:
         _, exs, sols = parse(EXERCISES / name)
         assert sorted(exs) == sorted(sols), f"{name}: exercises {sorted(exs)} but solutions {sorted(sols)}"
@@ -121,6 +122,12 @@ def run_exercise(name: str, number: int, monkeypatch, bug: tuple[str, str] | Non
         root = os.environ.get("DDPM_DATA_ROOT")
         if not root or not (Path(root) / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
             pytest.skip("MNIST not available: set DDPM_DATA_ROOT to a folder holding MNIST/raw/")
+    if any(s in setup + solution + check for s in NEEDS_CIFAR):
+        root = Path(os.environ.get("DDPM_DATA_ROOT", "."))
+        if not ((root / "cifar-10-batches-py").is_dir() or (root / "CIFAR-10-images" / "train").is_dir()):
+            pytest.skip(
+                "CIFAR-10 not available: set DDPM_DATA_ROOT to a folder holding CIFAR-10-images/ (or torchvision's)"
+            )
     if bug is not None:
         if bug[0] not in solution:  # not an AssertionError: that would count as the check catching the bug
             raise ValueError(f"{bug[0]!r} is not in the solution of {chapter}.{number}")
