@@ -13,7 +13,7 @@
 #
 # Every job is an ordinary project command (printed to OUT/commands.txt); the sizes are environment variables:
 #   STEPS_MNIST (7000)  steps of batch 128 for the shifted and blur models, cut at MINUTES_MNIST (4.3) minutes
-#   STEPS_CIFAR (1500)  steps of each CIFAR model of the T pair (the CPU config trains 4,800 on 2 cores)
+#   STEPS_CIFAR (1500)  steps of each CIFAR model of the T pair (the CPU config trains 3,000 on 2 cores)
 #   STEPS_SMOKE (300)   steps of configs/cifar10_gpu.json (on data.classes [1, 8]), to check it runs and time it
 # Small models on one GPU are limited by kernel launches, not arithmetic, so several run at once with one CPU
 # thread each (OMP_NUM_THREADS=1).

@@ -25,6 +25,7 @@ include_patterns = [
     "notebooks/[0-9][0-9]_*.ipynb",
     "checkpoints/mnist/README.md",
     "checkpoints/classifier/README.md",
+    "checkpoints/*/README.md",
     "demo/README.md",
 ]
 exclude_patterns = ["site/_build", ".venv", "**/.ipynb_checkpoints"]
