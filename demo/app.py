@@ -229,7 +229,7 @@ def build_demo(
     with gr.Blocks(title="DDPM digits", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         traj = gr.State(None, time_to_live=3600)  # the last Generate run of this visitor
         gr.Markdown(INTRO)
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # on a phone the tab names wrap onto two lines, none hidden
             # ---------------------------------------------------------------- Generate
             with gr.Tab("Generate", id="generate"):
                 gr.Markdown(GENERATE_HELP)

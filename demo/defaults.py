@@ -27,9 +27,9 @@ DENOISE_DIGIT = "3"
 DENOISE_T_FRACTION = 0.6  # Draw-and-denoise tab: noise level t starts at 0.6 T
 N_VARIATIONS = 4
 
-# Digit × position tab (the two-label model checkpoints/shifted_mnist, ddpmlib.shifted). PLACEHOLDERS, not yet
-# measured: set them from `python scripts/shifted_table.py` on the shipped model (its eval/pairs.csv: the
-# share of held-out pairs drawn right per mode and w), as the Generate defaults come from the model card.
+# Digit × position tab (the two-label model checkpoints/shifted_mnist, ddpmlib.shifted). Mode and w below come from
+# `python scripts/shifted_table.py` on the shipped model (its eval/pairs.csv and model card), as the Generate
+# defaults come from the main model card.
 ANYWHERE = "anywhere"  # the position left out (its null label, ddpmlib.shifted.NULL_POSITION)
 # how guidance is applied: key (ddpmlib.shifted.guidance_labels mode, or "compose" = ComposedLabels) -> label
 COMPOSE_MODES = {"joint": "both labels", "position": "position only", "compose": "compose"}

@@ -84,7 +84,7 @@ def test_generate_and_scrub_the_timeline(tmp_path):
 
 
 def test_draw_with_the_default_tool_on_a_small_screen(tmp_path):
-    """On a 390 px wide screen all three tabs show; the sketchpad draws at once (no tool to pick first)."""
+    """On a 390 px wide screen all four tabs show; the sketchpad draws at once (no tool to pick first)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     ckpt = make_tiny_checkpoint(tmp_path / "tiny", T=10)
@@ -94,8 +94,8 @@ def test_draw_with_the_default_tool_on_a_small_screen(tmp_path):
             page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, has_touch=False)
             page.goto(url, wait_until="load", timeout=60_000)
             tabs = page.get_by_role("tab")
-            sync_api.expect(tabs).to_have_count(3, timeout=30_000)
-            for i in range(3):
+            sync_api.expect(tabs).to_have_count(4, timeout=30_000)
+            for i in range(4):
                 sync_api.expect(tabs.nth(i)).to_be_visible()  # none hidden behind an overflow menu
             tabs.nth(1).click()
             info = page.locator("#forward-info")
