@@ -305,16 +305,7 @@ def test_arbitrary_values_give_a_message_or_a_request(m):
     """What an API client may send: every combination ends in a Request or a DemoError, never another exception."""
     hypothesis = pytest.importorskip("hypothesis")
     from hypothesis import strategies as st
-
-    junk = st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(-(10**20), 10**20),
-        st.floats(allow_nan=True, allow_infinity=True),
-        st.text(max_size=12),
-        st.lists(st.integers(-3, 3), max_size=3),
-        st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
-    )
+    from test_demo_fuzz import junk  # the same arbitrary API values as the other tabs' fuzz tests
 
     @hypothesis.settings(max_examples=200, deadline=None)
     @hypothesis.given(st.lists(junk, min_size=8, max_size=8), st.sets(st.integers(0, 7), max_size=3))
