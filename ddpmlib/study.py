@@ -280,6 +280,27 @@ def summarise(rows: list[dict], metrics: tuple[str, ...] = ("accuracy", "fd_rati
     return out
 
 
+def welch_interval(values: list[float], base_values: list[float], level: float = 0.95) -> dict:
+    """Difference of two means, ``mean(values) - mean(base_values)``, with Welch's t interval.
+
+    The standard error is sqrt(se_1^2 + se_2^2) and the quantile that of a t distribution with the
+    Welch-Satterthwaite degrees of freedom nu = (se_1^2 + se_2^2)^2 / (se_1^4 / (n_1 - 1) + se_2^4 / (n_2 - 1)):
+    the honest interval for two settings with a few seeds each and unequal spreads (notebook 09, section 2.2).
+    For a multiplicative effect pass logarithms and exponentiate the three numbers."""
+    from scipy import stats
+
+    a, b = mean_and_interval(list(values)), mean_and_interval(list(base_values))
+    if a["n"] < 2 or b["n"] < 2:
+        raise ValueError(f"Welch's interval needs at least 2 values per side; got {a['n']} and {b['n']}")
+    v1, v2 = a["se"] ** 2, b["se"] ** 2
+    diff = a["mean"] - b["mean"]
+    if v1 + v2 == 0:  # no spread at all: the difference is exact
+        return {"effect": diff, "low": diff, "high": diff, "df": float("inf")}
+    df = (v1 + v2) ** 2 / (v1**2 / (a["n"] - 1) + v2**2 / (b["n"] - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * math.sqrt(v1 + v2)
+    return {"effect": diff, "low": diff - half, "high": diff + half, "df": df}
+
+
 def effects(summary: list[dict], metric: str = "fd_ratio") -> list[dict]:
     """Each setting's difference from the baseline in ``metric`` (mean over seeds), with a 95% interval
     from the two standard errors (normal approximation, z = 1.96), largest absolute effect first.

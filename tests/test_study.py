@@ -12,6 +12,7 @@ from ddpmlib.study import (
     setting_by_name,
     study_config,
     summarise,
+    welch_interval,
 )
 
 
@@ -92,3 +93,37 @@ def test_committed_study_holds_the_full_grid_with_three_seeds():
     assert all(len(v) >= 3 for v in seeds.values())
     images = {int(r["images_seen"]) for r in rows}
     assert len(images) == 1, "every run saw the same number of training images"
+
+
+def test_welch_interval_matches_scipy_and_checks_its_input():
+    from scipy import stats
+
+    a, b = [102.0, 96.2, 100.9], [137.9, 134.4, 145.1, 120.0]
+    w = welch_interval(a, b)
+    res = stats.ttest_ind(a, b, equal_var=False)
+    ci = res.confidence_interval(0.95)
+    assert w["effect"] == pytest.approx(sum(a) / 3 - sum(b) / 4)
+    assert w["df"] == pytest.approx(res.df) and w["low"] == pytest.approx(ci.low) and w["high"] == pytest.approx(ci.high)
+    ci90 = res.confidence_interval(0.90)
+    w90 = welch_interval(a, b, level=0.90)
+    assert w90["low"] == pytest.approx(ci90.low) and w90["high"] == pytest.approx(ci90.high)
+    assert welch_interval([1.0, 1.0], [2.0, 2.0]) == {"effect": -1.0, "low": -1.0, "high": -1.0, "df": math.inf}
+    with pytest.raises(ValueError, match="at least 2 values per side; got 1 and 3"):
+        welch_interval([1.0], [1.0, 2.0, 3.0])
+
+
+def test_committed_budget_check_holds_six_settings_with_three_seeds_at_five_times_the_pilot_budget():
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    pilot = read_results(results / "study" / "study.csv")
+    rows = read_results(results / "study_96k" / "study.csv")
+    seeds = {}
+    for r in rows:
+        seeds.setdefault(r["setting"], set()).add(r["seed"])
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["disc_accuracy"] <= 1 and r["fd_ratio"] > 0
+    assert seeds == {n: {0, 1, 2} for n in ("baseline", "eps", "l1", "ch8", "batch32", "batch128")}
+    assert {int(r["images_seen"]) for r in rows} == {5 * int(pilot[0]["images_seen"])}
+    # the same evaluation as the pilot, so the two tables can be compared
+    for key in ("sampler", "num_samples", "fd_baseline"):
+        assert {r[key] for r in rows} == {r[key] for r in pilot}, key
