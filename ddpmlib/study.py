@@ -5,11 +5,12 @@ trained with several seeds for the same budget of training images, then evaluate
 sampler, steps, sample count and sampling seed): conditional accuracy, Frechet distance against the
 real-vs-real baseline, and the held-out accuracy of a real-vs-generated discriminator.
 
-    python scripts/study.py --out results/study --seeds 0 1 2 --budget-images 256000   # the CLI
+    python scripts/study.py --out results/study_256k --seeds 0 1 2 --budget-images 256000   # the CLI
     rows = read_results("results/study/study.csv"); summarise(rows)                     # the analysis
 
 This module holds the grid, the config of one run, one run (train + evaluate) and the summary
-statistics (mean over seeds with a standard error and a t interval); ``scripts/study.py`` runs the grid.
+statistics (mean over seeds with a standard error and a t interval, differences with Welch's interval);
+``scripts/study.py`` runs the grid.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Run the design study of notebook 09: every setting of ``ddpmlib.study.STUDY_GRID`` x every seed.
 
-    python scripts/study.py --out results/study --seeds 0 1 2 --budget-images 256000 [--workers 6]
-    python scripts/study.py --out results/study --settings baseline T250 --seeds 0     # a subset
+    python scripts/study.py --out results/study_256k --seeds 0 1 2 --budget-images 256000 [--workers 6]
+    python scripts/study.py --out results/study_256k --settings baseline T250 --seeds 0     # a subset
     python scripts/study.py --list                                                     # the grid
 
 Each run trains the shipped recipe with one factor changed, for ``--budget-images`` training images
@@ -67,11 +67,21 @@ def _run(name: str, seed: int, args: argparse.Namespace) -> dict:
     )
 
 
-def done_pairs(path: Path) -> set[tuple[str, int]]:
+def done_pairs(path: Path, budget_images: int | None = None) -> set[tuple[str, int]]:
+    """The (setting, seed) pairs already in the CSV. With ``budget_images``, refuse a CSV whose runs saw another
+    number of training images: resuming it would skip every pair and mix two budgets in one table."""
     if not path.exists():
         return set()
     with open(path, newline="") as f:
-        return {(r["setting"], int(r["seed"])) for r in csv.DictReader(f)}
+        rows = list(csv.DictReader(f))
+    budgets = sorted({int(r["images_seen"]) for r in rows if r.get("images_seen")})
+    if budget_images is not None and budgets and budgets != [budget_images]:
+        raise SystemExit(
+            f"error: {path} holds runs at {', '.join(f'{b:,}' for b in budgets)} training images, not "
+            f"{budget_images:,}; pass a new --out for another budget "
+            f"(e.g. --out results/study_{budget_images // 1000}k)"
+        )
+    return {(r["setting"], int(r["seed"])) for r in rows}
 
 
 def append_row(path: Path, row: dict) -> None:
@@ -117,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "study.csv"
-    done = done_pairs(csv_path)
+    done = done_pairs(csv_path, args.budget_images)
     todo = [(n, s) for s in args.seeds for n in names if (n, s) not in done]
     print(f"{len(done)} runs already in {csv_path}; {len(todo)} to go with {args.workers} worker(s)", flush=True)
     if not todo:

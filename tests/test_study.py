@@ -128,3 +128,21 @@ def test_committed_budget_check_holds_six_settings_with_three_seeds_at_five_time
     # the same evaluation as the pilot, so the two tables can be compared
     for key in ("sampler", "num_samples", "fd_baseline"):
         assert {r[key] for r in rows} == {r[key] for r in pilot}, key
+
+
+def test_study_script_refuses_to_resume_a_csv_made_at_another_budget(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "study_script", Path(__file__).resolve().parent.parent / "scripts" / "study.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "study.csv").write_text("setting,seed,images_seen\nbaseline,0,19200\nT250,1,19200\n")
+    assert script.done_pairs(out / "study.csv", 19200) == {("baseline", 0), ("T250", 1)}
+    with pytest.raises(SystemExit, match=r"holds runs at 19,200 training images, not 96,000; pass a new --out"):
+        script.main(["--out", str(out), "--budget-images", "96000", "--seeds", "0"])
+    assert script.done_pairs(tmp_path / "missing.csv", 96000) == set()
