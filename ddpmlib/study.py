@@ -6,7 +6,7 @@ sampler, steps, sample count and sampling seed): conditional accuracy, Frechet d
 real-vs-real baseline, and the held-out accuracy of a real-vs-generated discriminator.
 
     python scripts/study.py --out results/study_256k --seeds 0 1 2 --budget-images 256000   # the CLI
-    rows = read_results("results/study/study.csv"); summarise(rows)                     # the analysis
+    rows = read_results("results/study/study.csv"); summarise(rows)                          # the analysis
 
 This module holds the grid, the config of one run, one run (train + evaluate) and the summary
 statistics (mean over seeds with a standard error and a t interval, differences with Welch's interval);

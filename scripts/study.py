@@ -2,7 +2,7 @@
 
     python scripts/study.py --out results/study_256k --seeds 0 1 2 --budget-images 256000 [--workers 6]
     python scripts/study.py --out results/study_256k --settings baseline T250 --seeds 0     # a subset
-    python scripts/study.py --list                                                     # the grid
+    python scripts/study.py --list                                                          # the grid
 
 Each run trains the shipped recipe with one factor changed, for ``--budget-images`` training images
 (``max_steps = budget / batch size``), then draws ``--num-samples`` digits with the same sampler, steps
@@ -74,8 +74,16 @@ def done_pairs(path: Path, budget_images: int | None = None) -> set[tuple[str, i
         return set()
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    budgets = sorted({int(r["images_seen"]) for r in rows if r.get("images_seen")})
-    if budget_images is not None and budgets and budgets != [budget_images]:
+    # a run sees (budget // batch) * batch images: the budget itself, or a little less when batch does not divide it
+    other = [
+        r
+        for r in rows
+        if budget_images is not None
+        and r.get("images_seen")
+        and int(r["images_seen"]) != max(1, budget_images // int(r["batch_size"])) * int(r["batch_size"])
+    ]
+    if other:
+        budgets = sorted({int(r["images_seen"]) for r in other})
         raise SystemExit(
             f"error: {path} holds runs at {', '.join(f'{b:,}' for b in budgets)} training images, not "
             f"{budget_images:,}; pass a new --out for another budget "

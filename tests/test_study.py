@@ -141,8 +141,10 @@ def test_study_script_refuses_to_resume_a_csv_made_at_another_budget(tmp_path, c
     spec.loader.exec_module(script)
     out = tmp_path / "study"
     out.mkdir()
-    (out / "study.csv").write_text("setting,seed,images_seen\nbaseline,0,19200\nT250,1,19200\n")
-    assert script.done_pairs(out / "study.csv", 19200) == {("baseline", 0), ("T250", 1)}
+    (out / "study.csv").write_text("setting,seed,batch_size,images_seen\nbaseline,0,64,19200\nbatch128,1,128,19200\n")
+    assert script.done_pairs(out / "study.csv", 19200) == {("baseline", 0), ("batch128", 1)}
+    # a budget that batch 128 does not divide: 19,250 images is 150 steps of 128 = 19,200, still the same study
+    assert len(script.done_pairs(out / "study.csv", 19250)) == 2
     with pytest.raises(SystemExit, match=r"holds runs at 19,200 training images, not 96,000; pass a new --out"):
         script.main(["--out", str(out), "--budget-images", "96000", "--seeds", "0"])
     assert script.done_pairs(tmp_path / "missing.csv", 96000) == set()
