@@ -114,7 +114,7 @@ def check_cost(steps: int, batch: int, guidance: float, what: str = "images", co
     max_batch = int((D.MAX_COST / steps - D.STEP_COST) // g)
     options = [f"at most {max_steps} steps" if max_steps >= 1 else None]
     if max_batch >= 1:
-        options.append(f"at most {max_batch} {what}")
+        options.append(f"at most {max_batch} {what if max_batch != 1 else what.removesuffix('s')}")
     if compose and cost(steps, batch, 0) <= D.MAX_COST:
         options.append("'both labels' with guidance 0 (a third of the work)")
     elif not compose and guidance > 0 and cost(steps, batch, 0) <= D.MAX_COST:

@@ -184,9 +184,15 @@ def labelled(panels: list[tuple[str, Image.Image]], caption: str = "", gap: int 
     return out
 
 
+# alpha-bar_t written in Unicode, not as mathtext ($\bar\alpha_t$): matplotlib's mathtext parser keeps shared
+# state and fails (ParseException) when several request threads draw figures at once; plain text has no parser.
+ALPHA_BAR = "\u1fb1\u209c"  # ᾱ and a subscript t
+
+
 def alpha_bar_figure(schedules: dict[str, NoiseSchedule], current: str, t: int) -> Figure:
     """alpha_bar_t of every schedule against the paper step t = 1..T, with ``current`` highlighted and
-    the point (t, alpha_bar_t) marked (t = 0 is the clean image, alpha_bar_0 = 1)."""
+    the point (t, alpha_bar_t) marked (t = 0 is the clean image, alpha_bar_0 = 1). No text of it goes through
+    mathtext, so figures may be built and rendered in several threads at once."""
     fig = Figure(figsize=(6, 3.2), dpi=100)
     ax = fig.add_subplot()
     for name, s in schedules.items():
@@ -200,17 +206,18 @@ def alpha_bar_figure(schedules: dict[str, NoiseSchedule], current: str, t: int) 
     # the note sits below the point while the curve is high (so that it stays clear of the title), and
     # to its left in the last third of the axis (so that it stays inside the plot)
     ax.annotate(
-        f"t = {t}\n" + r"$\bar\alpha_t$" + f" = {ab_t:.3f}",
+        f"t = {t}\n{ALPHA_BAR} = {ab_t:.3f}",
         (t, ab_t),
         textcoords="offset points",
         xytext=(-62 if t > 0.7 * s.T else 8, -34 if ab_t > 0.6 else 8),
         fontsize=9,
+        parse_math=False,
     )
     ax.set_xlim(0, s.T)
     ax.set_ylim(-0.03, 1.05)
     ax.set_xlabel("diffusion step t")
-    ax.set_ylabel(r"$\bar\alpha_t$")
-    ax.set_title(r"$\bar\alpha_t$ of each schedule (1 = the clean image, 0 = pure noise)", fontsize=9)
+    ax.set_ylabel(ALPHA_BAR, parse_math=False)
+    ax.set_title(f"{ALPHA_BAR} of each schedule (1 = the clean image, 0 = pure noise)", fontsize=9, parse_math=False)
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

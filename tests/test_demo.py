@@ -185,6 +185,9 @@ def test_cost_model_and_its_message(m, monkeypatch):
     assert "120" in msg and "at most 8 steps" in msg and "at most 4 images" in msg and "guidance 0" in msg
     with pytest.raises(DemoError, match=r"Lower it to at most 2 steps\.$"):  # 100 // 42; nothing else helps
         check_cost(50, 20, 1.0)
+    with pytest.raises(DemoError) as e:  # 20 x (2 x 2 + 2) = 120; 100 / 20 - 2 = 3 -> one guided image fits
+        check_cost(20, 2, 1.0, what="variations")
+    assert "at most 1 variation or" in str(e.value) and "variations or" not in str(e.value)
     with pytest.raises(DemoError, match="too big"):
         run(m, n=10, steps=5, w=1.0)  # 5 x 22 = 110 > 100: refused before any sampling
     run(m, n=8, steps=5, w=0.0)  # 5 x 10 = 50
@@ -456,3 +459,23 @@ def test_server_temp_folder_is_removed_on_exit(tmp_path):
     p.terminate()
     p.wait(timeout=30)
     assert not folder.exists()
+
+
+def test_forward_figures_render_in_many_threads_at_once(m):
+    """The Forward lane serves several requests at once and Gradio renders each figure in its own thread;
+    matplotlib's mathtext parser is not thread-safe (ParseException under load), so no text may use it."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    def render(k: int) -> bytes:
+        fig = forward.run(m, "drawing", drawing(), 1, None, ("linear", "cosine")[k % 2], k % (T + 1))["plot"]
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        return buf.getvalue()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        pngs = list(pool.map(render, range(48)))
+    assert len(pngs) == 48 and all(p.startswith(b"\x89PNG") for p in pngs)
+    fig = forward.run(m, "drawing", drawing(), 1, None, "linear", 5)["plot"]
+    texts = [fig.axes[0].title, fig.axes[0].yaxis.label, *fig.axes[0].texts]
+    assert all("$" not in t.get_text() for t in texts)
