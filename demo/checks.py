@@ -26,8 +26,10 @@ def _fmt(x: float, integer: bool) -> str:
 
 def check_number(name: str, value, lo: float, hi: float, integer: bool = False, hint: str = ""):
     """``value`` as an int (``integer``) or float in [lo, hi]; a message naming ``name`` otherwise."""
-    if value is None or isinstance(value, bool) or isinstance(value, str) and not value.strip():
+    if value is None or isinstance(value, str) and not value.strip():
         fail(f"Please enter a value for {name}.")
+    if isinstance(value, bool):  # JSON true/false from an API client: not a number, although Python calls it one
+        fail(f"{name} must be a number, got {value!r}.")
     try:
         x = float(value)
     except (TypeError, ValueError, OverflowError):

@@ -167,6 +167,7 @@ def test_one_of_each_cycles_digits(m):
         ({"seed": -3}, f"seed must be between 0 and {D.MAX_SEED}, got -3"),  # an integer, not 4.29497e+09
         ({"seed": "abc"}, "seed must be a number"),
         ({"seed": None}, "enter a value for The seed"),
+        ({"seed": True}, "The seed must be a number, got True"),  # JSON true from an API client
         ({"random_seed": "yes"}, "'random seed' must be true or false"),
     ],
 )
