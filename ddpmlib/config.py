@@ -29,10 +29,10 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from .diffusion import PREDICTION_TYPES
+from .paths import REPO_ROOT  # configs/ and checkpoints/ live here
 from .schedules import SCHEDULES
 from .unet import UNetConfig
 
-REPO_ROOT = Path(__file__).resolve().parent.parent  # configs/ and checkpoints/ live here
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "mnist_cpu.json"
 SECTIONS = ("model", "diffusion", "train", "data")
 CHECKPOINT_KEYS = ("format_version", "step")  # written next to the sections in a checkpoint's config.json
