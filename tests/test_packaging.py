@@ -22,13 +22,14 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "ddpmlib", "demo")
+SOURCES = ("pyproject.toml", "README.md", "ddpmlib", "demo", "configs")
 CHECKPOINTS = ("mnist", "classifier", "shifted_mnist")  # the package data of the wheel (pyproject.toml)
 
 QUICK_START = """
 import importlib.util, os, sys
 import ddpmlib
 from ddpmlib.classifier import SHIPPED_CLASSIFIER, load_classifier
+from ddpmlib.config import DEFAULT_CONFIG, load_config_file
 from ddpmlib.paths import shipped_checkpoints
 from ddpmlib.pipeline import SHIPPED_CHECKPOINT, load_pipeline
 
@@ -41,6 +42,8 @@ pipe = load_pipeline()
 images = pipe.generate(labels=range(10), sampler="dpmpp", steps=10, guidance_scale=0.5, seed=0)
 assert tuple(images.shape) == (10, 1, 28, 28), images.shape
 load_classifier(SHIPPED_CLASSIFIER)
+assert os.path.realpath(DEFAULT_CONFIG).startswith(prefix), DEFAULT_CONFIG
+assert load_config_file("configs/mnist_cpu.json")["diffusion"]["T"] == 1000  # ddpm-train's default --config
 print("quick start ok", tuple(images.shape))
 """
 
@@ -106,6 +109,7 @@ def test_wheel_holds_no_top_level_demo_and_the_default_checkpoints(wheel):
     for name in CHECKPOINTS:
         assert f"ddpmlib/_checkpoints/{name}/model.safetensors" in names
         assert f"ddpmlib/_checkpoints/{name}/config.json" in names
+    assert "ddpmlib/_configs/mnist_cpu.json" in names
     assert not [n for n in names if "/eval/" in n], "the evaluation results are not package data"
     assert wheel.stat().st_size < 5_000_000
 
