@@ -8,9 +8,16 @@ DATA ?= $(abspath $(if $(DDPM_DATA_ROOT),$(DDPM_DATA_ROOT),$(if $(wildcard ../sh
 
 .PHONY: setup demo test test-lib test-notebooks lint format notebooks lab site bench clean
 
+# the tested PyTorch (pyproject.toml only sets lower bounds); environment.yml pins the same versions
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# JupyterLab refuses to start as root without --allow-root (containers); extra arguments: make lab LAB_ARGS="--port 8899"
+LAB_ARGS ?=
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PINS)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
@@ -35,7 +42,7 @@ notebooks: setup  ## re-execute every notebook in place (normal mode) and strip 
 	DDPM_DATA_ROOT=$(DATA) bash scripts/run_notebooks.sh
 
 lab: setup  ## open the course notebooks in JupyterLab (MNIST from DDPM_DATA_ROOT)
-	DDPM_DATA_ROOT=$(DATA) $(PY) -m jupyter lab notebooks/
+	DDPM_DATA_ROOT=$(DATA) $(PY) -m jupyter lab $(ALLOW_ROOT) $(LAB_ARGS) notebooks/
 
 site: setup  ## build the course website into site/_build/html (committed outputs, nothing executed)
 	$(PY) -m sphinx -b html -c site -W --keep-going -q . site/_build/html

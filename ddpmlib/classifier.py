@@ -40,13 +40,12 @@ from .checkpoint import (
     read_tensors,
     state_tensors,
 )
+from .paths import shipped_checkpoints
 
 KIND = "mnist-classifier"
 PREFIX = "classifier"
-# ``checkpoints/classifier`` in the repository: the classifier shipped with the project
-SHIPPED_CLASSIFIER = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "classifier"
-)
+# ``checkpoints/classifier`` in the repository (package data in a wheel): the classifier shipped with the project
+SHIPPED_CLASSIFIER = os.path.join(shipped_checkpoints(), "classifier")
 TRAIN_COMMAND = "python -m ddpmlib.classifier --data-root DIR --out DIR"
 
 

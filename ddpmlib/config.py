@@ -29,11 +29,11 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from .diffusion import PREDICTION_TYPES
+from .paths import REPO_ROOT, shipped_configs  # configs/ and checkpoints/ live here
 from .schedules import SCHEDULES
 from .unet import UNetConfig
 
-REPO_ROOT = Path(__file__).resolve().parent.parent  # configs/ and checkpoints/ live here
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "mnist_cpu.json"
+DEFAULT_CONFIG = shipped_configs() / "mnist_cpu.json"
 SECTIONS = ("model", "diffusion", "train", "data")
 CHECKPOINT_KEYS = ("format_version", "step")  # written next to the sections in a checkpoint's config.json
 
@@ -408,10 +408,14 @@ def config_dict(
 
 def resolve_repo_path(path: str | os.PathLike) -> Path:
     """``path`` as given if it exists, else relative to the repository (so ``configs/mnist_cpu.json`` works
-    from any working directory)."""
+    from any working directory; in an installed wheel ``configs/NAME`` is the config shipped as package data)."""
     path = Path(path).expanduser()
-    if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
+    if path.exists() or path.is_absolute():
+        return path
+    if (REPO_ROOT / path).exists():
         return REPO_ROOT / path
+    if path.parts[:1] == ("configs",) and shipped_configs().joinpath(*path.parts[1:]).exists():
+        return shipped_configs().joinpath(*path.parts[1:])
     return path
 
 

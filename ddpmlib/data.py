@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
+from .paths import REPO_ROOT
+
 ENV_VAR = "DDPM_DATA_ROOT"
 DEFAULT_ROOT = "data"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # CIFAR-10's label order (the ImageFolder copy's folders sort alphabetically into the same order)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -19,12 +19,13 @@ import torch
 from .checkpoint import CheckpointError, load_weights, read_config, read_tensors
 from .config import ConfigError, checkpoint_configs
 from .diffusion import model_output_to_x0_eps
+from .paths import shipped_checkpoints
 from .samplers import SampleState, SamplingOptions, make_sampler, sample_iter
 from .schedules import NoiseSchedule
 from .unet import UNet
 
-# ``checkpoints/mnist`` in the repository: the model trained on the CPU and shipped with the project
-SHIPPED_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "mnist")
+# ``checkpoints/mnist`` in the repository (package data in a wheel): the model trained on the CPU, shipped with it
+SHIPPED_CHECKPOINT = os.path.join(shipped_checkpoints(), "mnist")
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:

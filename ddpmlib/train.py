@@ -56,7 +56,6 @@ from .checkpoint import (
 )
 from .config import (
     DEFAULT_CONFIG,
-    REPO_ROOT,
     ConfigError,
     DataConfig,
     DiffusionConfig,
@@ -809,9 +808,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description="Train a class-conditional DDPM (Algorithm 1) on MNIST, or on the config's data.dataset."
     )
-    p.add_argument(
-        "--config", default=str(DEFAULT_CONFIG.relative_to(REPO_ROOT)), help="JSON file (model/diffusion/train)"
-    )
+    p.add_argument("--config", default=f"configs/{DEFAULT_CONFIG.name}", help="JSON file (model/diffusion/train)")
     p.add_argument("--out", default="runs/mnist", help="output directory (checkpoint/, samples/, log.csv)")
     p.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="override config values")
     p.add_argument("--data-root", default=None, help="data root (default: $DDPM_DATA_ROOT or data/ in the repo)")

@@ -20,11 +20,15 @@ import types
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+if __name__ == "__main__" and not __package__:  # python demo/app.py: run as the module demo.app of the clone
+    import runpy
+
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository, not demo/
+    runpy.run_module("demo.app", run_name="__main__", alter_sys=True)
+    sys.exit()
 if __name__ == "__main__":  # a server process: its own temporary folder, removed on exit (before gradio reads it)
-    try:
-        from demo.files import claim_temp_dir
-    except ModuleNotFoundError:
-        sys.exit("error: the demo package is not installed; run `pip install -e .` (or `make setup`) first")
+    from .files import claim_temp_dir
+
     claim_temp_dir()
 
 import gradio as gr  # noqa: E402
@@ -35,11 +39,12 @@ from PIL import Image  # noqa: E402
 
 from ddpmlib.checkpoint import CheckpointError  # noqa: E402
 from ddpmlib.pipeline import SHIPPED_CHECKPOINT, DDPMPipeline, load_pipeline  # noqa: E402
-from demo import defaults as D  # noqa: E402
-from demo.checks import DemoError, limits_text  # noqa: E402
-from demo.images import open_image  # noqa: E402
-from demo.model import SHIFTED_CHECKPOINT, SOURCES, DemoModel, Unavailable, load_shifted  # noqa: E402
-from demo.tabs import Timeline, compose, denoise, forward, generate  # noqa: E402
+
+from . import defaults as D  # noqa: E402
+from .checks import DemoError, limits_text  # noqa: E402
+from .images import open_image  # noqa: E402
+from .model import SHIFTED_CHECKPOINT, SOURCES, DemoModel, Unavailable, load_shifted  # noqa: E402
+from .tabs import Timeline, compose, denoise, forward, generate  # noqa: E402
 
 MODEL_CONCURRENCY = 1  # sampling requests at once: one request on all cores is fastest; the rest wait in the queue
 QUEUE_SIZE = 32  # waiting requests beyond this are turned away with a message

@@ -54,7 +54,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def running_app(checkpoint, host: str = "127.0.0.1", **build_kwargs):
     """Build and launch the demo on a free port without blocking; yields its URL and closes it afterwards.
     ``build_kwargs`` go to ``build_demo`` (``shifted_checkpoint=...``: the Digit × position tab's model)."""
-    from demo.app import build_demo, launch
+    from .app import build_demo, launch
 
     demo = build_demo(checkpoint, **build_kwargs)
     port = free_port(host)
