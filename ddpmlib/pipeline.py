@@ -24,7 +24,7 @@ from .samplers import SampleState, SamplingOptions, make_sampler, sample_iter
 from .schedules import NoiseSchedule
 from .unet import UNet
 
-# ``checkpoints/mnist`` in the repository (package data in a wheel): the model trained on the CPU, shipped with it
+# ``checkpoints/mnist`` in the repository (package data in a wheel): the shipped model (configs/mnist_long.json, GPU)
 SHIPPED_CHECKPOINT = os.path.join(shipped_checkpoints(), "mnist")
 
 
